@@ -1,0 +1,18 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both create or reuse the in-repo environments (.venv, .venv-torch) through tools/setup_env.sh.
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: env demo test clean-env
+
+env:
+	bash tools/setup_env.sh all
+
+demo: env
+	$(PY) scripts/model_tour.py --out out/tour
+
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-env:
+	rm -rf .venv .venv-torch

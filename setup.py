@@ -1,0 +1,34 @@
+"""resnest-gluon: ResNeSt (Split-Attention Networks) for MXNet Gluon.
+
+One source folder, ``resnest_gluon/``, importable as ``resnest_gluon`` and as ``resnest.gluon``
+(the ``resnest`` package is a thin alias that maps ``resnest.gluon[.x]`` onto ``resnest_gluon[.x]``).
+"""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "mxnet>=1.9.1,<2",  # or mxnet-cu112==1.9.1 on GPU machines (install it first, then this package with --no-deps)
+    "numpy>=1.20,<1.24",  # MXNet 1.9.1 fails to import with numpy>=1.24
+    "Pillow",
+    "tqdm",
+    "requests",
+]
+
+setup(
+    name="resnest-gluon",
+    version="0.1.0",
+    description="ResNeSt split-attention networks for MXNet Gluon: models, RecordIO pipeline, Horovod training",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.8",
+    packages=find_packages(include=["resnest_gluon", "resnest_gluon.*", "recordio_tools", "recordio_tools.*"])
+    + ["resnest"],
+    package_dir={"resnest": "resnest_gluon/_alias"},
+    package_data={"resnest_gluon": ["data/*.txt"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "torch": ["torch>=2.0", "timm>=1.0"],  # convert PyTorch / timm weights
+        "horovod": ["horovod==0.28.1"],  # build with HOROVOD_WITH_MXNET=1, see README
+        "test": ["pytest", "gluoncv==0.10.5.post0"],
+    },
+)

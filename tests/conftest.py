@@ -1,0 +1,33 @@
+"""Shared helpers for the tests: small inputs, randomised (but not trivial) weights."""
+import os
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def randomize_bn(net, seed=0):
+    """Random BN statistics and affine terms, so that BN is not the identity and name mix-ups show in the logits."""
+    rng = np.random.RandomState(seed)
+    for name, p in sorted(net._collect_params_with_prefix().items()):
+        if name.endswith("running_mean") or name.endswith("beta"):
+            p.set_data(mx.nd.array(rng.normal(0, 0.1, p.shape)))
+        elif name.endswith("running_var") or name.endswith("gamma"):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+    return net
+
+
+@pytest.fixture
+def rng():
+    return np.random.RandomState(0)
+
+
+def run_python(code, python=sys.executable, **kwargs):
+    """Runs ``code`` in a fresh interpreter (for import-time behaviour) and returns the completed process."""
+    import subprocess
+
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=kwargs.pop("cwd", "/"),
+                          timeout=kwargs.pop("timeout", 300), **kwargs)

@@ -1,0 +1,32 @@
+"""Official Gluon / GluonCV weights load into our models by name and give the same logits.
+
+gluoncv is a reference only: it is installed in the test environment (.venv) and imported here, never by the library.
+"""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from resnest_gluon import get_model, load_weights
+from conftest import randomize_bn
+
+from gluoncv import model_zoo as gluoncv_zoo  # noqa: E402  (installed in .venv by tools/setup_env.sh)
+
+
+@pytest.mark.parametrize("name", ["resnest14", "resnest26", "resnest50", "resnest101"])
+def test_gluoncv_params_file_loads_by_name_with_equal_logits(name, tmp_path):
+    mx.random.seed(1)
+    ref = gluoncv_zoo.get_model(name, pretrained=False)
+    ref.initialize(mx.init.Xavier(magnitude=2))
+    randomize_bn(ref, seed=1)
+    path = str(tmp_path / f"{name}.params")
+    ref.save_parameters(path)
+    x = mx.nd.random.uniform(-2, 2, shape=(2, 3, 224, 224))
+    expected = ref(x).asnumpy()
+    assert expected.std() > 1e-2  # the weights are not trivial
+
+    net = load_weights(get_model(name), path)
+    np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=0, atol=1e-4)
+    net.hybridize(static_alloc=True, static_shape=True)
+    np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=0, atol=1e-4)
+    ref.hybridize()
+    np.testing.assert_allclose(net(x).asnumpy(), ref(x).asnumpy(), rtol=0, atol=1e-4)

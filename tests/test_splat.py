@@ -1,0 +1,65 @@
+"""Split-attention convolution against a direct NumPy transcription of the paper's formula."""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from resnest_gluon import SplitAttentionConv
+
+
+def reference_splat(block, x):
+    """The paper's block written with 5-D reshapes, from the block's own weights (NumPy, inference BN)."""
+    def conv(layer, inp):
+        return layer(mx.nd.array(inp)).asnumpy()
+
+    def bn(layer, inp):
+        g, b, m, v = (getattr(layer, n).data().asnumpy() for n in ("gamma", "beta", "running_mean", "running_var"))
+        shape = (1, -1, 1, 1)
+        return (inp - m.reshape(shape)) / np.sqrt(v.reshape(shape) + layer._kwargs["eps"]) * g.reshape(shape) \
+            + b.reshape(shape)
+
+    R, K, C = block.radix, block.cardinality, block.channels
+    y = np.maximum(bn(block.bn, conv(block.conv, x)), 0)                    # (B, R*C, H, W), radix-major
+    B, _, H, W = y.shape
+    splits = y.reshape(B, R, C, H, W)
+    gap = splits.sum(axis=1).mean(axis=(2, 3), keepdims=True)              # (B, C, 1, 1)
+    a = conv(block.fc2, np.maximum(bn(block.bn1, conv(block.fc1, gap)), 0)).reshape(B, K, R, C // K)
+    if R > 1:
+        a = np.swapaxes(a, 1, 2)                                            # -> (B, R, K, C/K)
+        a = np.exp(a - a.max(axis=1, keepdims=True))
+        a = a / a.sum(axis=1, keepdims=True)
+    else:
+        a = 1 / (1 + np.exp(-a))
+    a = a.reshape(B, R, C, 1, 1)
+    return (a * splits).sum(axis=1)
+
+
+@pytest.mark.parametrize("radix,cardinality", [(1, 1), (2, 1), (4, 1), (1, 4), (2, 2), (4, 2)])
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_split_attention_matches_formula(radix, cardinality, hybridize, rng):
+    block = SplitAttentionConv(channels=64, radix=radix, cardinality=cardinality, in_channels=32, strides=2)
+    block.initialize(mx.init.Xavier(magnitude=2))
+    for name, p in block.collect_params().items():  # non-trivial BN so that a wrong channel order shows
+        if name.endswith(("running_var", "gamma")):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+        elif name.endswith(("running_mean", "beta", "bias")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.5, p.shape)))
+    x = rng.normal(size=(2, 32, 9, 9)).astype("float32")
+    if hybridize:
+        block.hybridize(static_alloc=True, static_shape=True)
+    out = block(mx.nd.array(x)).asnumpy()
+    assert out.shape == (2, 64, 5, 5)
+    np.testing.assert_allclose(out, reference_splat(block, x), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_width_follows_spec():
+    # inter = max(C * R // 4, 32)
+    assert SplitAttentionConv(64, radix=2, in_channels=64).fc1._channels == 32
+    assert SplitAttentionConv(640, radix=4, cardinality=2, in_channels=640).fc1._channels == 640
+    assert SplitAttentionConv(512, radix=2, in_channels=512).fc1._channels == 256
+
+
+def test_bad_shapes_are_rejected():
+    with pytest.raises(ValueError, match="cardinality"):
+        SplitAttentionConv(30, cardinality=4)
+    with pytest.raises(ValueError, match="radix"):
+        SplitAttentionConv(32, radix=0)

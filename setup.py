@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "mxnet>=1.9.1,<2",  # or mxnet-cu112==1.9.1 on GPU machines (install it first, then this package with --no-deps)
     "numpy>=1.20,<1.24",  # MXNet 1.9.1 fails to import with numpy>=1.24
     "Pillow",
+    "opencv-python",  # or opencv-python-headless; decoding and packing images (recordio_tools, mx.recordio)
     "tqdm",
     "requests",
 ]

@@ -1,0 +1,142 @@
+"""Command line: ``python -m recordio_tools {make-list,pack,inspect,check} ...`` (see ``--help`` of each)."""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from . import images, listing
+
+# packing/checking import MXNet (seconds); make-list does not need it, so they are imported on use.
+
+log = logging.getLogger("recordio_tools")
+
+EXIT_BAD_DATA = 1  # check/inspect found problems
+EXIT_USAGE = 2  # bad arguments or unusable input
+
+
+_COMMON = argparse.ArgumentParser(add_help=False)
+_COMMON.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def _add_make_list(sub):
+    p = sub.add_parser("make-list", parents=[_COMMON],
+                       help="class-per-folder tree -> im2rec .lst (+ PREFIX_classes.txt)",
+                       description="Writes PREFIX.lst (or PREFIX_train.lst + PREFIX_val.lst with --val-ratio) "
+                       "and PREFIX_classes.txt. Labels = position of the folder in the sorted folder list, "
+                       "empty folders included.")
+    p.add_argument("root", help="folder with one sub-folder per class")
+    p.add_argument("prefix", help="output prefix, e.g. data/train")
+    p.add_argument("--exts", nargs="+", default=list(listing.DEFAULT_EXTS),
+                   help="file extensions to list, case-insensitive (default: %(default)s)")
+    p.add_argument("--shuffle", action="store_true", help="shuffle line order (indices stay with their images)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --shuffle and --val-ratio (default 0)")
+    p.add_argument("--val-ratio", type=float, default=0.0,
+                   help="also split into _train/_val lists, stratified per class (default: no split)")
+    p.set_defaults(func=_run_make_list)
+
+
+def _add_pack(sub):
+    p = sub.add_parser("pack", parents=[_COMMON],
+                       help=".lst or class tree -> PREFIX.rec + PREFIX.idx + PREFIX.report.json",
+                       description="Decodes, converts to RGB, optionally resizes and re-encodes every listed "
+                       "image; bad files are skipped and reported, never packed with a wrong label.")
+    p.add_argument("source", help="an im2rec .lst file, or a class-per-folder tree (then PREFIX.lst is written)")
+    p.add_argument("prefix", help="output prefix: writes PREFIX.rec, PREFIX.idx, PREFIX.report.json")
+    p.add_argument("--root", help="folder the .lst paths are relative to (default: the .lst's folder)")
+    p.add_argument("--exts", nargs="+", default=list(listing.DEFAULT_EXTS), help="extensions when packing a tree")
+    p.add_argument("--resize", type=int, default=0, help="shorter side in pixels (default 0: keep size)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
+    p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"], help="record image encoding")
+    p.add_argument("--png-compression", type=int, default=3, help="PNG compression 0..9 with --encoding .png")
+    p.add_argument("--pass-through", action="store_true",
+                   help="keep the original bytes of valid RGB JPEGs (others are converted and re-encoded)")
+    p.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS,
+                   help="decompression-bomb guard: images above this many pixels are decoded smaller (JPEG) "
+                   "or skipped (default %(default)d)")
+    p.add_argument("--skip-huge", action="store_true", help="skip images above --max-pixels instead of downscaling")
+    p.add_argument("--num-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="decoding processes (default: CPUs - 1 = %(default)d); output is identical for any value")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_pack)
+
+
+def _add_check(sub, name, sample_default, help_text):
+    p = sub.add_parser(name, parents=[_COMMON], help=help_text,
+                       description=help_text + " Exit status 1 if any problem is found.")
+    p.add_argument("prefix", help="reads PREFIX.rec and, if present, PREFIX.idx")
+    p.add_argument("--sample", type=int, default=sample_default,
+                   help="decode N random records (default: %s)" % ("all" if sample_default is None
+                                                                   else sample_default))
+    p.add_argument("--num-classes", type=int, help="labels must be integers in [0, K)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --sample")
+    p.add_argument("--num-workers", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_check, full_histogram=(name == "inspect"))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m recordio_tools", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_make_list(sub)
+    _add_pack(sub)
+    _add_check(sub, "inspect", 16, "Summarise a .rec: record count, label histogram, image sizes (decodes a sample).")
+    _add_check(sub, "check", None, "Verify a .rec/.idx: framing, headers, labels, every image decodes, .idx offsets.")
+    return parser
+
+
+def _run_make_list(args):
+    lists, classes, empty = listing.make_lists(args.root, args.prefix, exts=args.exts, shuffle=args.shuffle,
+                                               seed=args.seed, val_ratio=args.val_ratio)
+    for path, entries in lists.items():
+        print("%s: %d images" % (path, len(entries)))
+    print("%s: %d classes" % (listing.classes_path(args.prefix), len(classes)))
+    if empty:
+        print("WARNING: %d empty class folder(s) keep their label: %s" % (len(empty), ", ".join(empty)))
+    return 0
+
+
+def _run_pack(args):
+    from . import packing
+
+    options = packing.PackOptions(resize=args.resize, quality=args.quality, encoding=args.encoding,
+                                  png_compression=args.png_compression, pass_through=args.pass_through,
+                                  max_pixels=args.max_pixels, downscale_huge=not args.skip_huge)
+    report = packing.pack(args.source, args.prefix, root=args.root, options=options, num_workers=args.num_workers,
+                          exts=args.exts, progress=not args.no_progress)
+    print("\n".join(report.summary()))
+    print("wrote %s.rec, %s.idx, %s.report.json" % (args.prefix, args.prefix, args.prefix))
+    return 0
+
+
+def _run_check(args):
+    from . import checking
+    from .atomic import atomic_files
+
+    summary = checking.check(args.prefix, sample=args.sample, num_classes=args.num_classes, seed=args.seed,
+                             num_workers=args.num_workers, progress=not args.no_progress)
+    print("\n".join(checking.summary_lines(summary, None if args.full_histogram else 20)))
+    if args.json:
+        with atomic_files(args.json) as (tmp,), open(tmp, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    return 0 if summary["ok"] else EXIT_BAD_DATA
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # ListError, PackError: unusable input
+        print("error: %s" % e, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; no output file was replaced", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

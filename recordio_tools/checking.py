@@ -1,0 +1,282 @@
+"""Verify a ``.rec`` (and its ``.idx``): framing, headers, labels, image decoding and index offsets.
+
+Every problem is reported with the record's position in the file, its header id (the list index) and its
+byte offset, so a broken dataset can be repaired (or re-packed) instead of failing mid-epoch. The record
+framing is read by MXNet itself; only the ``.idx`` text is parsed here, to give line-level errors instead of
+the ``ValueError`` ``MXIndexedRecordIO`` would raise.
+
+Limitation: RecordIO has no checksums. Flipped bytes inside a JPEG's entropy-coded data usually still decode
+(into wrong pixels) and cannot be detected; corrupt framing, headers, JPEG markers and truncation can.
+"""
+import io
+import logging
+import math
+import multiprocessing
+import os
+import random
+import struct
+import time
+import warnings
+from collections import Counter
+
+import mxnet as mx
+from PIL import Image
+from tqdm import tqdm
+
+from .reader import RecordReader
+
+log = logging.getLogger(__name__)
+
+_IR_SIZE = struct.calcsize("IfQQ")  # IRHeader as packed by mx.recordio.pack
+
+
+def _decode(item):
+    """``(position, payload)`` -> ``(position, error or None, (w, h), mode, format)``; PIL is stricter than
+    OpenCV about truncated JPEGs, which OpenCV silently fills with grey."""
+    pos, payload = item
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(payload))
+            im.load()
+        return pos, None, im.size, im.mode, im.format
+    except Exception as e:
+        return pos, "cannot decode image: %s: %s" % (type(e).__name__, e), None, None, None
+
+
+def _label_values(header):
+    label = header.label
+    return [float(x) for x in label] if header.flag > 0 else [float(label)]
+
+
+class _Scan:
+    """State of one check: records found, problems, statistics."""
+
+    def __init__(self, rec_path, num_classes):
+        self.rec_path = rec_path
+        self.num_classes = num_classes
+        self.records = []  # dicts: position, offset, id, labels
+        self.by_offset = {}
+        self.records_by_position = {}
+        self.bad = []
+        self.labels = Counter()
+        self.sizes = []
+        self.modes = Counter()
+        self.formats = Counter()
+        self.framing_ok = True
+
+    def problem(self, error, position=None, record_id=None, offset=None, source="rec"):
+        self.bad.append({"source": source, "position": position, "id": record_id, "offset": offset,
+                         "error": error})
+
+    def add_record(self, position, offset, buf):
+        if len(buf) < _IR_SIZE:
+            self.problem("record of %d bytes is too short for an image header" % len(buf), position, None, offset)
+            return None
+        header, payload = mx.recordio.unpack(buf)
+        labels = _label_values(header)
+        rec = {"position": position, "offset": offset, "id": header.id, "labels": labels}
+        self.records.append(rec)
+        self.by_offset[offset] = rec
+        self.records_by_position[position] = rec
+        self.labels.update(labels)
+        for v in labels:
+            if not math.isfinite(v):
+                self.problem("label %r is not finite" % v, position, header.id, offset)
+            elif self.num_classes is not None and (v != int(v) or not 0 <= v < self.num_classes):
+                self.problem("label %g is not an integer in [0, %d)" % (v, self.num_classes),
+                             position, header.id, offset)
+        return payload
+
+    def add_decoded(self, result):
+        position, error, size, mode, fmt = result
+        rec = self.records_by_position[position]
+        if error:
+            self.problem(error, position, rec["id"], rec["offset"])
+        else:
+            self.sizes.append(size)
+            self.modes[mode] += 1
+            self.formats[fmt] += 1
+
+
+def _sequential(scan, reader, file_size, decode_all, progress):
+    """Reads every record in file order; yields ``(position, payload)`` for decoding when ``decode_all``."""
+    bar = tqdm(total=file_size, unit="B", unit_scale=True, desc="scan", disable=not progress)
+    with bar:
+        position = 0
+        while True:
+            offset = reader.tell()
+            try:
+                buf = reader.read()
+            except mx.base.MXNetError as e:
+                msg = str(e).strip().splitlines()[-1]
+                scan.problem("unreadable record framing (%s); the rest of the file cannot be read in order"
+                             % msg, position, None, offset)
+                scan.framing_ok = False
+                return
+            bar.update(reader.tell() - offset if buf is not None else 0)
+            if buf is None:
+                return
+            payload = scan.add_record(position, offset, buf)
+            if payload is not None and decode_all:
+                yield position, payload
+            position += 1
+
+
+def _sampled(scan, reader, positions):
+    for position in positions:
+        reader.seek(scan.records_by_position[position]["offset"])
+        yield position, mx.recordio.unpack(reader.read())[1]
+
+
+def _decode_all(scan, items, num_workers):
+    if num_workers <= 1:
+        for item in items:
+            scan.add_decoded(_decode(item))
+        return
+    with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+        for result in pool.imap(_decode, items, chunksize=8):
+            scan.add_decoded(result)
+
+
+def _read_idx(idx_path, scan):
+    """Parses ``key<TAB>offset`` lines; malformed lines become problems naming the line."""
+    entries = []
+    with open(idx_path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cols = line.rstrip("\r\n").split("\t")
+            try:
+                key, offset = int(cols[0]), int(cols[1])
+                if len(cols) != 2 or offset < 0:
+                    raise ValueError
+            except (ValueError, IndexError):
+                scan.problem("%s line %d: expected 'key<TAB>offset', got %r" % (idx_path, lineno, line.strip()),
+                             source="idx")
+                continue
+            entries.append((lineno, key, offset))
+    return entries
+
+
+def _check_idx(scan, idx_path, file_size):
+    """Each .idx offset must start a record whose header id is the key; every record must be indexed."""
+    entries = _read_idx(idx_path, scan)
+    keys = Counter(key for _, key, _ in entries)
+    indexed = set()
+    with RecordReader(scan.rec_path) as reader:
+        for lineno, key, offset in entries:
+            where = "%s line %d (key %d -> offset %d)" % (idx_path, lineno, key, offset)
+            if keys[key] > 1:
+                scan.problem("%s: key %d appears %d times" % (where, key, keys[key]), None, key, offset, "idx")
+            rec = scan.by_offset.get(offset)
+            if rec is None:
+                if offset >= file_size:
+                    scan.problem("%s: offset beyond the end of the .rec (%d bytes)" % (where, file_size),
+                                 None, key, offset, "idx")
+                    continue
+                try:  # not reached sequentially (e.g. after a framing error): read it directly
+                    reader.seek(offset)
+                    buf = reader.read()
+                    header = mx.recordio.unpack(buf)[0] if buf and len(buf) >= _IR_SIZE else None
+                except mx.base.MXNetError:
+                    header = None
+                if header is None:
+                    scan.problem("%s: no valid record at this offset (not a record start, or the record is cut off)"
+                                 % where, None, key, offset, "idx")
+                    continue
+                record_id, position = header.id, None
+            else:
+                record_id, position = rec["id"], rec["position"]
+                indexed.add(offset)
+            if record_id != key:
+                scan.problem("%s: record there has header id %d, not %d" % (where, record_id, key),
+                             position, record_id, offset, "idx")
+    for rec in scan.records:
+        if rec["offset"] not in indexed:
+            scan.problem("record not listed in %s" % idx_path, rec["position"], rec["id"], rec["offset"], "idx")
+
+
+def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress=True):
+    """Checks ``PREFIX.rec`` (+ ``PREFIX.idx`` if present); ``sample``: decode only N random records
+    (``None`` decodes all, 0 none). Returns the summary dict; ``summary["ok"]`` is False on any problem."""
+    rec_path, idx_path = prefix + ".rec", prefix + ".idx"
+    if not os.path.isfile(rec_path):
+        raise FileNotFoundError("%s: no such file" % rec_path)
+    has_idx = os.path.isfile(idx_path)
+    file_size = os.path.getsize(rec_path)
+    scan = _Scan(rec_path, num_classes)
+    start = time.time()
+    with RecordReader(rec_path) as reader:
+        _decode_all(scan, _sequential(scan, reader, file_size, sample is None, progress), num_workers)
+        n = len(scan.records)
+        if sample:
+            positions = sorted(random.Random(seed).sample(sorted(scan.records_by_position), min(sample, n)))
+            _decode_all(scan, _sampled(scan, reader, positions), num_workers)
+    ids = Counter(rec["id"] for rec in scan.records)
+    for rec in scan.records:
+        if ids[rec["id"]] > 1:
+            scan.problem("header id %d is used by %d records" % (rec["id"], ids[rec["id"]]),
+                         rec["position"], rec["id"], rec["offset"])
+    if has_idx:
+        _check_idx(scan, idx_path, file_size)
+    seconds = time.time() - start
+    log.info("checked %d records (%.1f MB) in %.1f s: %.1f records/s", n, file_size / 1e6, seconds,
+             n / max(seconds, 1e-9))
+    return _summary(scan, prefix, has_idx, file_size, seconds)
+
+
+def _summary(scan, prefix, has_idx, file_size, seconds):
+    widths = [w for w, _ in scan.sizes]
+    heights = [h for _, h in scan.sizes]
+    labels = sorted(scan.labels)
+    bad = sorted(scan.bad, key=lambda b: (b["offset"] is None, b["offset"] or 0, b["source"] != "rec"))
+    return {
+        "rec": prefix + ".rec",
+        "idx": prefix + ".idx" if has_idx else None,
+        "file_bytes": file_size,
+        "records": len(scan.records),
+        "framing_ok": scan.framing_ok,
+        "decoded": len(scan.sizes) + sum(1 for b in bad if b["error"].startswith("cannot decode")),
+        "ok": not bad,
+        "bad_count": len(bad),
+        "bad": bad,
+        "num_labels": len(labels),
+        "label_min": labels[0] if labels else None,
+        "label_max": labels[-1] if labels else None,
+        "label_histogram": {"%g" % k: scan.labels[k] for k in labels},
+        "image_width": [min(widths), max(widths)] if widths else None,
+        "image_height": [min(heights), max(heights)] if heights else None,
+        "modes": dict(scan.modes),
+        "formats": dict(scan.formats),
+        "seconds": round(seconds, 3),
+    }
+
+
+def describe_problem(b):
+    """One line per problem: ``record #position (id N) at offset O: error``."""
+    parts = []
+    if b["position"] is not None:
+        parts.append("record #%d" % b["position"])
+    if b["id"] is not None:
+        parts.append("(id %d)" % b["id"])
+    if b["offset"] is not None:
+        parts.append("at offset %d" % b["offset"])
+    head = " ".join(parts) or b["source"]
+    return "BAD %s: %s" % (head, b["error"])
+
+
+def summary_lines(summary, histogram_limit=20):
+    s = summary
+    lines = ["%s: %d records, %.1f MB, index: %s" % (s["rec"], s["records"], s["file_bytes"] / 1e6,
+                                                    s["idx"] or "none (sequential read)"),
+             "labels: %d distinct, range %s..%s" % (s["num_labels"], s["label_min"], s["label_max"]),
+             "decoded %d images; sizes w %s h %s; modes %s; formats %s"
+             % (s["decoded"], s["image_width"], s["image_height"], s["modes"], s["formats"])]
+    hist = list(s["label_histogram"].items())
+    shown = hist if histogram_limit is None else hist[:histogram_limit]
+    lines.append("label histogram: " + ", ".join("%s:%d" % kv for kv in shown)
+                 + (" ... (%d more)" % (len(hist) - len(shown)) if len(hist) > len(shown) else ""))
+    lines.extend(describe_problem(b) for b in s["bad"])
+    lines.append("OK" if s["ok"] else "FAILED: %d problem(s)" % s["bad_count"])
+    return lines

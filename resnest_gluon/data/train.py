@@ -1,0 +1,181 @@
+"""The two training input pipelines, sharded by rank with the same number of steps on every rank.
+
+* :class:`RecordTrainIter` (default, fast): ``mx.io.ImageRecordIter`` does decoding and the whole recipe in C++
+  threads. Shards are ``num_parts=world, part_index=rank`` (with an .idx: contiguous blocks of ceil(N / world)
+  records, the last block shorter). Every rank stops after ``steps_per_epoch = floor(N / (world * batch_size))``
+  batches; a shard that runs out first (the short last block) wraps around to its start. The tail of a longer
+  shard beyond ``steps * batch_size`` is not read that epoch (different records each epoch, as the shard is
+  reshuffled). Shards are fixed blocks of the file, so pack the .rec in shuffled order (im2rec's default).
+* :class:`RecordTrainLoader` (flexible): Gluon ``DataLoader`` worker processes over a
+  :class:`~.records.RecordImageDataset`, for what the C++ iterator lacks (AutoAugment, any Python transform).
+  A :class:`~.sharding.ShardSampler` gives disjoint, equal-size shards of a fresh global shuffle each epoch.
+
+Both yield ``(data, label)`` NDArray pairs for one epoch per ``for`` loop (``len()`` batches, then the next
+loop starts the next epoch; ``reset()`` does that early), and carry ``steps``/``__len__``.
+Neither survives a corrupt record: ImageRecordIter kills the process (SIGFPE in MXNet 1.9.1) and the loader
+raises :class:`~.records.CorruptRecordError` naming the file and record; check unknown files with
+:class:`~.val.ValRecordIter`, which skips and reports them.
+"""
+import mxnet as mx
+import numpy as np
+
+from .records import RecordImageDataset, count_records, default_idx_path
+from .sharding import ShardSampler, steps_per_epoch
+from .transforms import LARGE_SIZE, TrainTransform, interp_code
+
+__all__ = ["RecordTrainIter", "RecordTrainLoader"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _size(data_shape):
+    """``224`` or ``(3, 224, 224)`` -> 224 (square inputs only)."""
+    if isinstance(data_shape, int):
+        return data_shape
+    c, h, w = data_shape
+    if c != 3 or h != w:
+        raise ValueError(f"data_shape must be an int or (3, S, S), got {data_shape}")
+    return h
+
+
+def _check_world(rank, world):
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
+
+
+class _EpochIterable:
+    """One epoch per ``for`` loop; ``reset()`` ends the current epoch early (a no-op on a fresh one)."""
+
+    steps = 0
+    epoch = 0
+    _fresh = True
+
+    def __len__(self):
+        return self.steps
+
+    def reset(self):
+        if not self._fresh:
+            self._next_epoch()
+            self._fresh = True
+
+    def __iter__(self):
+        self.reset()
+        self._fresh = False
+        return self._batches()
+
+
+class RecordTrainIter(_EpochIterable):
+    """The ResNeSt training recipe on ``mx.io.ImageRecordIter``: random-resized crop (area 0.08-1, aspect
+    3/4-4/3), mirror, colour jitter, PCA lighting, mean/std normalisation, in ``num_workers`` C++ threads.
+
+    ``interpolation=None`` is bilinear below 320 px and bicubic from 320 px on. ``dtype`` is the output dtype
+    (e.g. 'float16'). ``idx_path`` defaults to the .idx next to the .rec and is required (records are counted
+    from it, and it makes the shards exact record counts).
+    """
+
+    def __init__(self, rec_path, idx_path=None, batch_size=32, data_shape=224, num_workers=4, rank=0, world=1,
+                 shuffle=True, seed=0, dtype="float32", jitter=0.4, lighting=0.1, rand_mirror=True,
+                 min_random_area=0.08, max_random_area=1.0, min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3,
+                 interpolation=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, prefetch_buffer=4, **kwargs):
+        _check_world(rank, world)
+        idx_path = idx_path or default_idx_path(rec_path)
+        if idx_path is None:
+            raise FileNotFoundError(f"{rec_path}: the training iterator needs its .idx (pass idx_path=)")
+        size = _size(data_shape)
+        self.num_records = count_records(idx_path)
+        self.steps = steps_per_epoch(self.num_records, batch_size, world, what=rec_path)
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        interpolation = interpolation or ("bicubic" if size >= LARGE_SIZE else "bilinear")
+        args = dict(path_imgrec=rec_path, path_imgidx=idx_path, batch_size=batch_size, data_shape=(3, size, size),
+                    preprocess_threads=num_workers, shuffle=shuffle, seed=seed, seed_aug=seed * 1000 + rank,
+                    num_parts=world, part_index=rank, round_batch=True, dtype=dtype,
+                    random_resized_crop=True, min_random_area=min_random_area, max_random_area=max_random_area,
+                    min_aspect_ratio=min_aspect_ratio, max_aspect_ratio=max_aspect_ratio,
+                    rand_mirror=rand_mirror, brightness=jitter, contrast=jitter, saturation=jitter,
+                    pca_noise=lighting, inter_method=interp_code(interpolation), prefetch_buffer=prefetch_buffer,
+                    mean_r=mean[0] * 255, mean_g=mean[1] * 255, mean_b=mean[2] * 255,
+                    std_r=std[0] * 255, std_g=std[1] * 255, std_b=std[2] * 255)
+        args.update(kwargs)
+        self.iter_args = args
+        self._iter = mx.io.ImageRecordIter(**args)
+        self.wraps = 0  # how often a short shard wrapped around (diagnostics)
+
+    def _next_epoch(self):
+        self.epoch += 1
+        self._iter.reset()
+
+    def _batches(self):
+        for _ in range(self.steps):
+            try:
+                batch = self._iter.next()
+            except StopIteration:
+                self._iter.reset()
+                self.wraps += 1
+                batch = self._iter.next()
+            yield batch.data[0], batch.label[0]
+
+
+class _AugmentedRecords(RecordImageDataset):
+    """Items keyed by ``(index, sample_seed)``: augmentations draw from their own seeded RNG, so results do not
+    depend on which worker process runs them."""
+
+    def __init__(self, rec_path, idx_path, transform):
+        super().__init__(rec_path, idx_path)
+        self.transform = transform
+
+    def __getitem__(self, key):
+        index, sample_seed = key
+        img, label = super().__getitem__(index)
+        return self.transform(img, np.random.RandomState(sample_seed)), label
+
+
+class _SeededSampler:
+    def __init__(self, sampler, seed):
+        self.sampler, self.seed = sampler, seed
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((i, hash((self.seed, epoch, i)) & 0xFFFFFFFF) for i in self.sampler)
+
+
+class RecordTrainLoader(_EpochIterable):
+    """The training recipe on a Gluon ``DataLoader`` with ``num_workers`` processes (see :class:`TrainTransform`).
+
+    ``autoaugment=True`` runs the ImageNet AutoAugment policy before the crop. ``input_size >= 320`` crops with
+    bicubic interpolation. ``transform`` replaces the recipe: ``f(rgb_uint8_hwc, numpy_rng) -> CHW float32``.
+    ``last_batch='discard'`` (full batches, ``floor(N / (world * batch_size))`` steps) or ``'keep'``.
+    """
+
+    def __init__(self, rec_path, idx_path=None, batch_size=32, input_size=224, num_workers=4, rank=0, world=1,
+                 shuffle=True, seed=0, dtype="float32", autoaugment=False, interpolation=None, jitter=0.4,
+                 lighting=0.1, mean=IMAGENET_MEAN, std=IMAGENET_STD, last_batch="discard", transform=None,
+                 **loader_kwargs):
+        _check_world(rank, world)
+        self.transform = transform or TrainTransform(input_size, interpolation=interpolation, jitter=jitter,
+                                                     lighting=lighting, autoaugment=autoaugment, mean=mean, std=std)
+        self.dataset = _AugmentedRecords(rec_path, idx_path, self.transform)
+        self.num_records = len(self.dataset)
+        self.sampler = ShardSampler(self.num_records, batch_size, rank, world, shuffle, seed, last_batch)
+        self.steps = self.sampler.num_batches
+        self.batch_size, self.rank, self.world, self.dtype = batch_size, rank, world, dtype
+        self.loader = mx.gluon.data.DataLoader(self.dataset, batch_size=batch_size,
+                                               sampler=_SeededSampler(self.sampler, seed), last_batch="keep",
+                                               num_workers=num_workers, **loader_kwargs)
+
+    def set_epoch(self, epoch):
+        """Start the next ``for`` loop at ``epoch`` (e.g. when resuming)."""
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(self.epoch)
+        self._fresh = True
+
+    def _next_epoch(self):
+        self.epoch += 1
+        self.sampler.set_epoch(self.epoch)
+
+    def _batches(self):
+        for data, label in self.loader:
+            yield (data if self.dtype in (None, "float32") else data.astype(self.dtype)), label

@@ -1,0 +1,63 @@
+"""Small .rec/.idx files for the data tests, written with MXNet's own RecordIO packer.
+
+Record ``i`` carries label ``i`` (so every sample can be traced back to its record) and an RGB image whose
+mean colour is :func:`record_colour` ``(i)`` plus a smooth pattern, so resizing and cropping actually matter.
+"""
+import os
+
+import mxnet as mx
+import numpy as np
+
+
+def record_colour(i):
+    """The base RGB colour of record ``i`` (distinct for the first few hundred records)."""
+    return np.array([(40 + 37 * i) % 200 + 28, (90 + 91 * i) % 200 + 28, (10 + 53 * i) % 200 + 28], np.uint8)
+
+
+def make_image(i, height, width, seed=0):
+    """An RGB uint8 image: record ``i``'s colour plus a smooth +-25 pattern (upsampled noise), deterministic."""
+    rng = np.random.RandomState(seed * 100003 + i)
+    coarse = rng.uniform(-25, 25, (max(2, height // 8), max(2, width // 8), 3)).astype(np.float32)
+    import cv2
+
+    pattern = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    img = record_colour(i).astype(np.float32) + pattern
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def random_size(rng, lo=40, hi=120):
+    """A size with a varied aspect ratio (between 1:2 and 2:1) within [lo, hi]."""
+    h = int(rng.randint(lo, hi + 1))
+    ratio = rng.uniform(0.5, 2.0)
+    w = int(np.clip(round(h * ratio), lo, hi))
+    return h, w
+
+
+def make_rec(prefix, n, sizes=None, seed=0, img_fmt=".png", quality=95, with_idx=True, corrupt=()):
+    """Writes ``prefix.rec`` (and ``prefix.idx`` unless ``with_idx=False``) holding ``n`` records.
+
+    ``sizes``: list of (h, w) per record, or None for random sizes in 40..120 px. ``corrupt``: indices of records
+    whose payload is replaced by bytes that are not an image (the header and label stay valid).
+    Returns ``(rec_path, idx_path or None, images)`` with the RGB images as written.
+    """
+    rng = np.random.RandomState(seed)
+    rec_path, idx_path = prefix + ".rec", prefix + ".idx"
+    os.makedirs(os.path.dirname(os.path.abspath(rec_path)), exist_ok=True)
+    writer = (mx.recordio.MXIndexedRecordIO(idx_path, rec_path, "w") if with_idx
+              else mx.recordio.MXRecordIO(rec_path, "w"))
+    images = []
+    for i in range(n):
+        h, w = sizes[i] if sizes is not None else random_size(rng)
+        img = make_image(i, h, w, seed)
+        images.append(img)
+        header = mx.recordio.IRHeader(0, float(i), i, 0)
+        if i in corrupt:
+            packed = mx.recordio.pack(header, b"not an image" * 8)
+        else:  # pack_img encodes with OpenCV, which expects BGR
+            packed = mx.recordio.pack_img(header, img[:, :, ::-1], quality=quality, img_fmt=img_fmt)
+        if with_idx:
+            writer.write_idx(i, packed)
+        else:
+            writer.write(packed)
+    writer.close()
+    return rec_path, (idx_path if with_idx else None), images

@@ -1,0 +1,53 @@
+"""Horovod glue with a single-process fallback, so the same loop runs under ``horovodrun`` and as plain python.
+
+Under horovodrun (``HOROVOD_RANK`` set) Horovod is required and initialised; otherwise rank 0 of a world of 1.
+"""
+import os
+
+import mxnet as mx
+
+__all__ = ["Distributed", "launched_by_horovod"]
+
+
+def launched_by_horovod():
+    return "HOROVOD_RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ
+
+
+class Distributed:
+    """``rank``, ``world``, ``local_rank`` and the few collective operations the training loop needs."""
+
+    def __init__(self, use_horovod=None):
+        use_horovod = launched_by_horovod() if use_horovod is None else use_horovod
+        self.hvd = None
+        if use_horovod:
+            try:
+                import horovod.mxnet as hvd
+            except ImportError as err:
+                raise RuntimeError(f"launched by horovodrun but horovod.mxnet does not import: {err}") from None
+            hvd.init()
+            self.hvd = hvd
+            self.rank, self.world, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        else:
+            self.rank, self.world, self.local_rank = 0, 1, 0
+
+    @property
+    def is_root(self):
+        return self.rank == 0
+
+    def trainer(self, params, optimizer, optimizer_params):
+        """A trainer whose ``step`` averages gradients over all ranks (Horovod) or a plain ``gluon.Trainer``."""
+        if self.hvd is not None:
+            return self.hvd.DistributedTrainer(params, optimizer, optimizer_params)
+        return mx.gluon.Trainer(params, optimizer, optimizer_params, kvstore=None)
+
+    def broadcast_parameters(self, params):
+        """Copies rank 0's initialised parameters to every rank (initialise them fully first)."""
+        if self.hvd is not None:
+            self.hvd.broadcast_parameters(params, root_rank=0)
+
+    def allreduce_sum(self, values, name):
+        """Element-wise sum of a list of floats over ranks (e.g. correct/total counts)."""
+        arr = mx.nd.array(values, dtype="float64")
+        if self.hvd is not None:
+            arr = self.hvd.allreduce(arr, average=False, name=name)
+        return [float(v) for v in arr.asnumpy()]

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Train ResNeSt on ImageNet RecordIO files with the official Gluon recipe (GluonCV flag names).
+
+Defaults reproduce the official ResNeSt-50 run (per worker: batch 128, lr 0.05; 270 epochs, cosine, 5 warmup
+epochs, NAG, wd 1e-4 without decay on BN/bias, zero-init last BN gamma, label smoothing 0.1, mixup 0.2,
+AutoAugment). Boolean recipe flags can be turned off with ``--no-<flag>`` (e.g. ``--no-mixup``).
+
+    horovodrun -np 8 python scripts/train_imagenet.py --rec-train train.rec --rec-val val.rec --gpus 0
+    python scripts/train_imagenet.py --rec-train t.rec --no-cuda --model resnest14 --input-size 64
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resnest_gluon.training.loop import TrainingDiverged, train  # noqa: E402
+from resnest_gluon.training.schedule import LR_MODES  # noqa: E402
+
+BOOL = argparse.BooleanOptionalAction
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--rec-train", required=True, help="training .rec")
+    d.add_argument("--rec-train-idx", default=None, help="its .idx (default: next to the .rec)")
+    d.add_argument("--rec-val", default=None, help="validation .rec (no evaluation without it)")
+    d.add_argument("--rec-val-idx", default=None)
+    d.add_argument("--input-size", type=int, default=224)
+    d.add_argument("--crop-ratio", type=float, default=0.875, help="evaluation centre-crop ratio")
+    d.add_argument("--data-nthreads", "-j", type=int, default=4)
+    d.add_argument("--auto-aug", action=BOOL, default=True, help="AutoAugment (DataLoader input path)")
+    d.add_argument("--num-classes", type=int, default=1000)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="resnest50")
+    m.add_argument("--pretrained", action="store_true", help="start from the published weights")
+    m.add_argument("--resume-params", default=None, help="fine-tune from a .params file (classifier replaced "
+                                                         "when --num-classes differs)")
+    m.add_argument("--last-gamma", action=BOOL, default=True, help="zero-init the last BN gamma of each block")
+    m.add_argument("--dropblock-prob", type=float, default=0.0, help="final DropBlock prob (ramped from 0)")
+    m.add_argument("--final-drop", type=float, default=0.0, help="dropout before the classifier")
+    m.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--batch-size", type=int, default=128, help="per worker")
+    o.add_argument("--num-epochs", type=int, default=270)
+    o.add_argument("--lr", type=float, default=0.05, help="per worker; total = lr x number of workers")
+    o.add_argument("--lr-mode", default="cosine", choices=LR_MODES)
+    o.add_argument("--lr-decay", type=float, default=0.1, help="step mode: factor")
+    o.add_argument("--lr-decay-epoch", default="40,60", help="step mode: comma-separated epochs")
+    o.add_argument("--warmup-epochs", type=int, default=5)
+    o.add_argument("--warmup-lr", type=float, default=0.0)
+    o.add_argument("--optimizer", default="nag", choices=["nag", "sgd"])
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--wd", type=float, default=1e-4)
+    o.add_argument("--no-wd", action=BOOL, default=True, help="no weight decay on BN gamma/beta and biases")
+    o.add_argument("--label-smoothing", type=float, default=0.1, help="smoothing epsilon (0 = off)")
+    o.add_argument("--mixup", action=BOOL, default=True)
+    o.add_argument("--mixup-alpha", type=float, default=0.2)
+    o.add_argument("--mixup-off-epoch", type=int, default=0, help="no mixup in the last N epochs")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap steps per epoch (tests, demos)")
+    r = p.add_argument_group("hardware and bookkeeping")
+    r.add_argument("--gpus", default="", help="GPU ids, e.g. 0 or 0,1 (one per Horovod process)")
+    r.add_argument("--no-cuda", action="store_true", help="train on CPU")
+    r.add_argument("--log-interval", type=int, default=50)
+    r.add_argument("--eval-frequency", type=int, default=5, help="epochs between evaluations")
+    r.add_argument("--save-frequency", type=int, default=10, help="epochs between checkpoints")
+    r.add_argument("--save-dir", default="params")
+    r.add_argument("--keep-checkpoints", type=int, default=3)
+    r.add_argument("--resume", default=None, metavar="DIR", help="continue from DIR's latest complete checkpoint")
+    r.add_argument("--param-digest", action="store_true",
+                   help="each rank writes param-digest-rank<R>.json (SHA-256 of its trainable weights)")
+    args = p.parse_args(argv)
+    try:
+        args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(",") if e.strip()]
+    except ValueError:
+        p.error(f"--lr-decay-epoch must be comma-separated integers, got {args.lr_decay_epoch!r}")
+    for name in ("batch_size", "num_epochs", "eval_frequency", "save_frequency", "log_interval"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.dropblock_prob < 1:
+        p.error(f"--dropblock-prob must be in [0, 1), got {args.dropblock_prob}")
+    if not os.path.isfile(args.rec_train):
+        p.error(f"--rec-train: no such file {args.rec_train}")
+    if args.rec_val and not os.path.isfile(args.rec_val):
+        p.error(f"--rec-val: no such file {args.rec_val}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        train(args)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Unit tests of the training building blocks: LR schedule, no-wd selection, DropBlock ramp, checkpoints."""
+import json
+import math
+import os
+
+import mxnet as mx
+import pytest
+
+from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,
+                                    dropblock_prob_at, latest_checkpoint, plot_curves)
+from resnest_gluon.training.checkpoint import atomic_write
+from resnest_gluon.zoo import get_model
+
+
+def test_warmup_then_cosine():
+    # 10 epochs x 100 steps, 2 warmup epochs from 0 to 0.4, then half a cosine down to 0
+    s = build_lr_scheduler("cosine", 0.4, num_epochs=10, steps_per_epoch=100, warmup_epochs=2, warmup_lr=0.0)
+    assert s(0) == pytest.approx(0.0)
+    assert s(100) == pytest.approx(0.2)  # half-way through warmup
+    assert s(200) == pytest.approx(0.4)  # warmup done: base lr
+    assert s(600) == pytest.approx(0.4 * (1 + math.cos(math.pi * 400 / 800)) / 2)  # cosine mid-point = 0.2
+    assert s(1000) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_schedule_decays_at_epochs():
+    s = build_lr_scheduler("step", 0.1, num_epochs=90, steps_per_epoch=10, lr_decay=0.1, lr_decay_epoch=[30, 60])
+    assert [round(s(u), 6) for u in (0, 299, 301, 601)] == [0.1, 0.1, 0.01, 0.001]
+
+
+def test_schedule_rejects_bad_mode():
+    with pytest.raises(ValueError, match="lr_mode"):
+        build_lr_scheduler("linear", 0.1, 10, 10)
+
+
+def test_no_wd_selects_bn_and_bias_only():
+    net = get_model("resnest14", classes=10)
+    changed = apply_no_wd(net)
+    params = net.collect_params()
+    assert changed and all(n.endswith(("gamma", "beta", "bias")) for n in changed)
+    assert any(n.endswith("dense0_bias") or n.endswith("bias") for n in changed)
+    for name, p in params.items():
+        if name.endswith(("weight",)):
+            assert p.wd_mult == 1.0, name
+        if name.endswith(("running_mean", "running_var")):
+            assert name not in changed
+
+
+def test_dropblock_ramp_is_linear_from_zero_to_final():
+    assert [dropblock_prob_at(e, 5, 0.1) for e in range(5)] == pytest.approx([0, 0.025, 0.05, 0.075, 0.1])
+    assert dropblock_prob_at(3, 5, 0.0) == 0.0
+
+
+class _FakeNet:
+    def save_parameters(self, path):
+        with open(path, "wb") as f:
+            f.write(b"params")
+
+
+class _FakeTrainer:
+    def save_states(self, path):
+        with open(path, "wb") as f:
+            f.write(b"states")
+
+
+def test_checkpoint_latest_complete_is_chosen(tmp_path):
+    mgr = CheckpointManager(str(tmp_path), keep=0)
+    mgr.save(1, _FakeNet(), _FakeTrainer(), seed=3)
+    mgr.save(2, _FakeNet(), _FakeTrainer(), seed=3)
+    assert latest_checkpoint(str(tmp_path))["epoch"] == 2
+    # a checkpoint whose params were truncated (e.g. disk full) is not complete: fall back to epoch 1
+    with open(tmp_path / "ckpt-0002.params", "wb") as f:
+        f.write(b"par")
+    ckpt = latest_checkpoint(str(tmp_path))
+    assert ckpt["epoch"] == 1 and ckpt["seed"] == 3 and ckpt["params"].endswith("ckpt-0001.params")
+    # epoch 3 killed before its JSON was written: params present, but it does not count
+    (tmp_path / "ckpt-0003.params").write_bytes(b"params")
+    assert latest_checkpoint(str(tmp_path))["epoch"] == 1
+
+
+def test_checkpoint_keeps_newest(tmp_path):
+    mgr = CheckpointManager(str(tmp_path), keep=2)
+    for e in range(1, 5):
+        mgr.save(e, _FakeNet(), _FakeTrainer())
+    assert sorted(os.listdir(tmp_path)) == [f"ckpt-000{e}{x}" for e in (3, 4) for x in (".json", ".params",
+                                                                                           ".states")]
+
+
+def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
+    path = str(tmp_path / "x.json")
+    atomic_write(path, lambda tmp: open(tmp, "w").write("old"))
+
+    def broken(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, broken)
+    assert open(path).read() == "old" and os.listdir(tmp_path) == ["x.json"]
+
+
+def test_metrics_log_and_png(tmp_path):
+    log = MetricsLog(str(tmp_path / "m.jsonl"))
+    for step in range(1, 4):
+        log.write("step", epoch=1, step=step, global_step=step, lr=0.1, loss=2.0 / step, img_per_sec=10.0)
+    log.write("epoch", epoch=1, loss=1.0, train_acc=0.3, val_top1=0.2, val_top5=0.6, lr=0.1, img_per_sec=9.0)
+    log.write("step", epoch=2, step=1, global_step=4, lr=0.1, loss=float("nan"), img_per_sec=1.0)
+    lines = [json.loads(line) for line in open(log.path)]
+    assert lines[-1]["loss"] == "nan" and len(lines) == 5
+    png = plot_curves(log.path, str(tmp_path / "c.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trainer_states_carry_the_schedule_position(tmp_path):
+    """Resume relies on this: the optimizer (update count + scheduler) travels in Trainer.save_states."""
+    net = mx.gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    sched = build_lr_scheduler("cosine", 0.1, 2, 5, warmup_epochs=1)
+    tr = mx.gluon.Trainer(net.collect_params(), "nag", {"lr_scheduler": sched, "momentum": 0.9}, kvstore=None)
+    for _ in range(7):
+        with mx.autograd.record():
+            loss = net(mx.nd.ones((4, 3))).sum()
+        loss.backward()
+        tr.step(4)
+    tr.save_states(str(tmp_path / "s"))
+    tr2 = mx.gluon.Trainer(net.collect_params(), "nag",
+                           {"lr_scheduler": build_lr_scheduler("cosine", 0.1, 2, 5, warmup_epochs=1)}, kvstore=None)
+    tr2.load_states(str(tmp_path / "s"))
+    assert tr2._optimizer.num_update == 7 and tr2.learning_rate == pytest.approx(tr.learning_rate)

@@ -1,10 +1,12 @@
 """ResNeSt (Split-Attention Networks, arXiv 2004.08955) for MXNet Gluon.
 
-    from resnest_gluon import get_model, list_models        # or: from resnest.gluon import resnest50
+    from resnest_gluon import get_model, list_models, optimize  # or: from resnest.gluon import resnest50
     net = get_model("resnest50", pretrained=True)
+    fast = optimize(net, dtype="bfloat16")                       # hybridized and converted, for inference
 
 This package never imports gluoncv (gluoncv 0.10.5 refuses to import beside torch >= 2).
 """
+from .deploy import optimize
 from .dropblock import DropBlock, get_drop_prob, set_drop_prob
 from .resnest import FEATURE_STRIDES, Bottleneck, ResNeSt
 from .splat import SplitAttentionConv
@@ -12,6 +14,6 @@ from .zoo import *  # noqa: F401,F403  (get_model, list_models and one construct
 from .zoo import CONSTRUCTORS, DataConfig, ModelConfig, count_params, get_config, get_model, list_models, load_weights
 
 __version__ = "0.1.0"
-__all__ = ["get_model", "list_models", "get_config", "load_weights", "count_params", "DataConfig", "ModelConfig",
-           "ResNeSt", "Bottleneck", "SplitAttentionConv", "DropBlock", "set_drop_prob", "get_drop_prob",
+__all__ = ["get_model", "list_models", "get_config", "load_weights", "count_params", "optimize", "DataConfig",
+           "ModelConfig", "ResNeSt", "Bottleneck", "SplitAttentionConv", "DropBlock", "set_drop_prob", "get_drop_prob",
            "FEATURE_STRIDES"] + list(CONSTRUCTORS)

@@ -10,6 +10,7 @@ import mxnet as mx
 import numpy as np
 
 from .data import preprocess_image
+from .deploy import input_dtype, optimize
 from .zoo import get_config, get_model, load_weights
 
 __all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "classes_in_params", "softmax", "Predictor"]
@@ -68,10 +69,12 @@ class Predictor:
 
     ``params``: a ``.params`` file (its classifier size sets the class count); ``pretrained``: the published
     ImageNet weights; ``classes``: a names file or a list (default: the shipped ImageNet names). A names count
-    that differs from the model's classes is a ``ValueError`` naming both.
+    that differs from the model's classes is a ``ValueError`` naming both. ``dtype``: see
+    :func:`~resnest_gluon.deploy.optimize`.
     """
 
-    def __init__(self, model="resnest50", params=None, pretrained=False, classes=None, ctx=None, root=None):
+    def __init__(self, model="resnest50", params=None, pretrained=False, classes=None, ctx=None, root=None,
+                 dtype="float32"):
         if (params is None) == (not pretrained):
             raise ValueError("give exactly one of params=FILE or pretrained=True")
         self.ctx = ctx or mx.cpu()
@@ -87,7 +90,8 @@ class Predictor:
         self.net = get_model(model, pretrained=pretrained, ctx=self.ctx, root=root, classes=num)
         if params:
             load_weights(self.net, params, ctx=self.ctx)
-        self.net.hybridize()
+        self.net = optimize(self.net, dtype, self.ctx)
+        self.input_dtype = input_dtype(dtype)
 
     def probabilities(self, images):
         """``(N, classes)`` softmax probabilities of the images, float64."""
@@ -95,7 +99,7 @@ class Predictor:
         if not images:
             return np.zeros((0, len(self.names)))
         x = mx.nd.concat(*[preprocess_image(img, self.config) for img in images], dim=0)
-        return softmax(self.net(x.as_in_context(self.ctx)).asnumpy())
+        return softmax(self.net(x.as_in_context(self.ctx).astype(self.input_dtype, copy=False)).asnumpy())
 
     def predict(self, images, topk=5):
         """Per image, the ``topk`` most probable ``(class name, probability)``, most probable first."""

@@ -1,0 +1,46 @@
+"""Preparing a network for fast inference: the one place that hybridizes it and converts it to a lower precision.
+
+``net = optimize(get_model('resnest50', pretrained=True), dtype='bfloat16')``; feed the result inputs of
+``input_dtype(dtype)``. Used by ``scripts/verify.py`` and :class:`~resnest_gluon.predict.Predictor`.
+"""
+import mxnet as mx
+
+__all__ = ["DTYPES", "optimize", "input_dtype"]
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _contexts(ctx):
+    return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+
+
+def input_dtype(dtype):
+    """The dtype an optimized network's input must have: float16 networks are cast throughout, bfloat16 ones cast
+    inside (AMP) and take float32."""
+    return "float16" if dtype == "float16" else "float32"
+
+
+def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None):
+    """Hybridizes ``net`` (static allocation and shapes) and converts it to ``dtype``; returns the network to call.
+
+    ``float16`` casts every parameter (GPU only: MXNet's CPU float16 convolutions are not supported).
+    ``bfloat16`` traces one call of ``input_shape`` (default ``(1, 3, 32, 32)``: any shape the network accepts,
+    only the graph matters) and returns AMP's converted block, a new ``SymbolBlock`` on the first of ``ctx``
+    (a context or a list of them, where the parameters already are).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    contexts = _contexts(ctx)
+    if dtype == "float16" and any(c.device_type == "cpu" for c in contexts):
+        raise ValueError("float16 needs a GPU: MXNet's CPU float16 convolutions are not supported; use float32 or "
+                         "bfloat16 on CPU")
+    net.hybridize(static_alloc=True, static_shape=True)
+    if dtype == "float16":
+        net.cast("float16")
+    elif dtype == "bfloat16":
+        from mxnet.contrib import amp
+
+        net.hybridize()
+        net(mx.nd.zeros(input_shape or (1, 3, 32, 32), ctx=contexts[0]))  # convert_hybrid_block needs a traced graph
+        net = amp.convert_hybrid_block(net, target_dtype="bfloat16", ctx=contexts[0])
+    return net

@@ -1,0 +1,47 @@
+"""resnest_gluon.optimize: the one fast-inference preparation (hybridize, then float16 / bfloat16 conversion)."""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from conftest import randomize_bn
+from resnest_gluon import get_model, optimize
+
+CLASSES, SIZE = 10, 64
+
+
+def _net():
+    net = get_model("resnest14", classes=CLASSES)
+    net.initialize(mx.init.Xavier(magnitude=3), ctx=mx.cpu())
+    return randomize_bn(net, seed=2)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return mx.nd.array(np.random.RandomState(0).normal(0, 1, (8, 3, SIZE, SIZE)).astype(np.float32))
+
+
+def test_float32_is_the_plain_network_hybridized(images):
+    net = _net()
+    ref = net(images).asnumpy()
+    out = optimize(net)(images).asnumpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_logits_are_close_to_float32(images):
+    net = _net()
+    ref = net(images).asnumpy()
+    out = optimize(net, dtype="bfloat16", input_shape=(1, 3, SIZE, SIZE))(images).astype("float32").asnumpy()
+    assert out.shape == ref.shape
+    scale = np.abs(ref).max()
+    assert np.abs(out - ref).max() < 0.05 * scale  # bfloat16 keeps ~3 significant digits (here ~0.6%)
+    assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.75
+
+
+def test_float16_on_cpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="float16 needs a GPU"):
+        optimize(_net(), dtype="float16", ctx=mx.cpu())
+
+
+def test_unknown_dtype_is_an_error():
+    with pytest.raises(ValueError, match="float64"):
+        optimize(_net(), dtype="float64")

@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 
 __all__ = ["CorruptRecordError", "count_records", "default_idx_path", "decode_record", "RecordImageDataset",
-           "iter_records"]
+           "iter_records", "max_label"]
 
 
 class CorruptRecordError(ValueError):
@@ -98,3 +98,8 @@ def iter_records(rec_path):
             pos += 1
     finally:
         reader.close()
+
+
+def max_label(rec_path):
+    """The largest label in a .rec, from the record headers alone (no image decoding): for error messages."""
+    return max(float(np.max(mx.recordio.unpack(payload)[0].label)) for _, payload in iter_records(rec_path))

@@ -15,10 +15,11 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from ..data import MixupLabelSmoothing, RecordTrainIter, RecordTrainLoader, ValRecordIter
+from ..distributed import Distributed
 from ..dropblock import set_drop_prob
+from ..evaluation import evaluate
 from ..zoo import DataConfig, get_model
 from .checkpoint import CheckpointManager, latest_checkpoint
-from .distributed import Distributed
 from .metrics_log import MetricsLog, plot_curves
 from .optim import apply_no_wd, dropblock_prob_at, optimizer_params
 from .schedule import build_lr_scheduler
@@ -111,23 +112,13 @@ def param_digest(net):
     return {"sha256": h.hexdigest(), "abs_sum": total, "sums": sums}
 
 
-def evaluate(net, args, dist, ctx):
-    """Top-1/top-5 over the whole validation set: per-rank counts summed with an allreduce."""
-    cfg = DataConfig(args.input_size, args.crop_ratio)
-    val = ValRecordIter(args.rec_val, cfg, idx_path=args.rec_val_idx, batch_size=args.batch_size,
-                        num_workers=args.data_nthreads, rank=dist.rank, world=dist.world, dtype=args.dtype)
-    top1 = top5 = n = 0
-    for data, label in val:
-        out = net(data.as_in_context(ctx)).astype("float32")
-        label = label.as_in_context(ctx).reshape((-1, 1))
-        k = min(5, out.shape[1])
-        topk = mx.nd.topk(out, k=k, axis=1, ret_typ="indices")
-        hits = topk == label
-        top1 += int(hits[:, 0].sum().asscalar())
-        top5 += int(hits.sum().asscalar())
-        n += int(label.shape[0])
-    top1, top5, n = dist.allreduce_sum([top1, top5, n], name="val_counts")
-    return top1 / max(n, 1), top5 / max(n, 1), int(n)
+def validate(net, args, dist, ctx):
+    """Top-1/top-5 accuracy and image count over the whole validation set (all ranks together)."""
+    val = ValRecordIter(args.rec_val, DataConfig(args.input_size, args.crop_ratio), idx_path=args.rec_val_idx,
+                        batch_size=args.batch_size, num_workers=args.data_nthreads, rank=dist.rank,
+                        world=dist.world, dtype=args.dtype)
+    res = evaluate(net, val, ctx, args.num_classes, dist)
+    return res.top1_correct / max(res.images, 1), res.topk_correct / max(res.images, 1), res.images
 
 
 def train(args):
@@ -186,7 +177,7 @@ def train(args):
         stats = summary["epochs"][-1]
         last = epoch + 1 == args.num_epochs
         if args.rec_val and ((epoch + 1) % args.eval_frequency == 0 or last):
-            stats["val_top1"], stats["val_top5"], stats["val_images"] = evaluate(net, args, dist, ctx)
+            stats["val_top1"], stats["val_top5"], stats["val_images"] = validate(net, args, dist, ctx)
         if dist.is_root:
             log.write("epoch", **stats)
             plot_curves(log.path, os.path.join(args.save_dir, "curves.png"))

@@ -1,6 +1,8 @@
-"""Horovod glue with a single-process fallback, so the same loop runs under ``horovodrun`` and as plain python.
+"""Horovod glue with a single-process fallback, so training and evaluation run alike under ``horovodrun`` and as
+plain python.
 
-Under horovodrun (``HOROVOD_RANK`` set) Horovod is required and initialised; otherwise rank 0 of a world of 1.
+Horovod is imported and initialised only when the process was launched by horovodrun (``HOROVOD_RANK`` or
+``OMPI_COMM_WORLD_RANK`` set) or when it is forced; otherwise the process is rank 0 of a world of 1.
 """
 import os
 
@@ -14,7 +16,10 @@ def launched_by_horovod():
 
 
 class Distributed:
-    """``rank``, ``world``, ``local_rank`` and the few collective operations the training loop needs."""
+    """``rank``, ``world``, ``local_rank`` and the few collective operations training and evaluation need.
+
+    ``use_horovod``: None = only when launched by horovodrun, True = always (forced), False = never.
+    """
 
     def __init__(self, use_horovod=None):
         use_horovod = launched_by_horovod() if use_horovod is None else use_horovod
@@ -23,7 +28,8 @@ class Distributed:
             try:
                 import horovod.mxnet as hvd
             except ImportError as err:
-                raise RuntimeError(f"launched by horovodrun but horovod.mxnet does not import: {err}") from None
+                raise RuntimeError(f"Horovod is wanted (horovodrun or forced) but horovod.mxnet does not import: "
+                                   f"{err}") from None
             hvd.init()
             self.hvd = hvd
             self.rank, self.world, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
@@ -46,8 +52,12 @@ class Distributed:
             self.hvd.broadcast_parameters(params, root_rank=0)
 
     def allreduce_sum(self, values, name):
-        """Element-wise sum of a list of floats over ranks (e.g. correct/total counts)."""
+        """Element-wise sum of a list of floats over ranks (e.g. correct/total counts), in float64."""
         arr = mx.nd.array(values, dtype="float64")
         if self.hvd is not None:
             arr = self.hvd.allreduce(arr, average=False, name=name)
         return [float(v) for v in arr.asnumpy()]
+
+    def allgather_object(self, obj):
+        """Every rank's ``obj`` (any picklable Python object), as a list in rank order."""
+        return [obj] if self.hvd is None else self.hvd.allgather_object(obj)

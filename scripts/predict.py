@@ -8,12 +8,9 @@ Prints one block per image; ``--json`` writes ``{"model", "params", "classes_fil
 """
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from resnest_gluon.predict import IMAGENET_CLASSES_FILE, Predictor  # noqa: E402
+from resnest_gluon.predict import IMAGENET_CLASSES_FILE, Predictor
 
 
 def parse_args(argv=None):

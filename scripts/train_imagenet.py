@@ -12,10 +12,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from resnest_gluon.training.loop import TrainingDiverged, train  # noqa: E402
-from resnest_gluon.training.schedule import LR_MODES  # noqa: E402
+from resnest_gluon.training.loop import TrainingDiverged, train
+from resnest_gluon.training.schedule import LR_MODES
 
 BOOL = argparse.BooleanOptionalAction
 

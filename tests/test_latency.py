@@ -1,0 +1,151 @@
+"""benchmarks/latency.py: the paper's whole table builds and reports a complete JSON + PNG, --compare reports both
+peers, bad arguments fail loudly; plus the pure helpers (percentiles, ratios, order check).
+
+The runs use --threads 1: these tests check what is reported, not speed, and one thread per process stays fast when
+the machine is shared (two OpenMP threads on two busy cores spin at barriers and run several times slower).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import _paper  # noqa: E402
+import _peers  # noqa: E402
+import _report  # noqa: E402
+from _timing import percentile, summarize, time_batches  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_latency(*args, timeout=600):
+    return subprocess.run([sys.executable, "benchmarks/latency.py", "--threads", "1", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, f"latency.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+
+
+def check_png(path):
+    import matplotlib.image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def check_stats(entry):
+    assert entry["latency_ms"]["p50"] > 0 and entry["latency_ms"]["p90"] >= entry["latency_ms"]["p50"] * 0.999
+    assert entry["img_per_s"] > 0
+    assert entry["timed_batches"] >= 1 and len(entry["latencies_ms"]) == len(entry["rounds_img_per_s"])
+
+
+@pytest.mark.slow
+def test_paper_table_builds_every_model_and_reports_json_and_png(tmp_path):
+    proc = run_latency("--batch-size", "1", "--warmup", "1", "--iters", "1", "--out", str(tmp_path))
+    check_ok(proc)
+    doc = json.loads((tmp_path / "latency.json").read_text())
+    assert doc["schema"] == "resnest-gluon/latency/1"
+    assert doc["protocol"]["hybridize"] == {"static_alloc": True, "static_shape": True}
+    assert doc["machine"]["threads"] == 1
+    rows = {r["label"]: r for r in doc["results"]}
+    assert list(rows) == _paper.TABLE  # every model of the paper's table, in its order
+    for label, row in rows.items():
+        name, size = label.split("@")
+        assert (row["model"], row["input_size"], row["batch_size"], row["dtype"]) == (name, int(size), 1, "float32")
+        check_stats(row)
+        assert row["paper_gpu_img_per_s"] == _paper.GPU_IMG_PER_S[label]
+        assert row["ratio_to_reference"]["ours"] > 0
+        assert row["ratio_to_reference"]["paper"] == pytest.approx(row["paper_gpu_img_per_s"] / 488.17)
+        assert "peers" not in row
+    assert rows["resnest50@224"]["params"] == 27_483_240
+    assert rows["resnest50@224"]["ratio_to_reference"]["ours"] == 1.0
+    assert set(doc["order_check"]["1"]["paper"]) == set(_paper.TABLE)
+    assert isinstance(doc["order_check"]["1"]["matches"], bool)
+    check_png(tmp_path / "latency.png")
+    for label in _paper.TABLE:  # the printed table names every model
+        assert label.split("@")[0] in proc.stdout
+    assert "relative order" in proc.stdout
+
+
+@pytest.mark.slow
+def test_compare_reports_gluoncv_and_timm_with_ratios(tmp_path):
+    torch_python = _peers.PYTHON["timm"][0]
+    if not os.path.exists(torch_python):
+        pytest.fail(f"{torch_python} is missing: run `tools/setup_env.sh torch` to create .venv-torch "
+                    "(the --compare benchmark times timm there)")
+    proc = run_latency("--models", "resnest14", "--batch-size", "1", "--warmup", "1", "--iters", "2", "--rounds", "2",
+                       "--compare", "--out", str(tmp_path))
+    check_ok(proc)
+    doc = json.loads((tmp_path / "latency.json").read_text())
+    (row,) = doc["results"]
+    assert (row["label"], row["rounds_img_per_s"].__len__()) == ("resnest14@224", 2)
+    assert set(row["peers"]) == {"gluoncv", "timm"} == set(doc["peers"])
+    assert row["peers"]["gluoncv"]["model"] == "resnest14" and row["peers"]["timm"]["model"] == "resnest14d"
+    for peer in row["peers"].values():
+        check_stats(peer)
+        assert peer["params"] == row["params"] == 10_611_688  # the same architecture on every side
+        assert peer["timed_batches"] == 4
+        assert peer["ours_over_peer"] == pytest.approx(row["img_per_s"] / peer["img_per_s"])
+    assert doc["peers"]["timm"]["versions"]["torch_threads"] == 1
+    assert "ours/gluoncv" in proc.stdout and "ours/timm" in proc.stdout
+    check_png(tmp_path / "latency.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dtype", "float16", "--ctx", "cpu"], "float16 needs --ctx gpu"),
+    (["--models", "resnest51"], "unknown model 'resnest51'"),
+    (["--models", "resnest50@big"], "must be an integer"),
+    (["--compare", "--torch-python", "/nonexistent/python"], "tools/setup_env.sh torch"),
+])
+def test_bad_arguments_exit_nonzero_with_a_clear_message(args, message, tmp_path):
+    proc = run_latency(*args, "--out", str(tmp_path), timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "latency.json").exists()
+
+
+def test_gpu_without_a_gpu_is_a_clear_error(tmp_path):
+    import mxnet as mx
+
+    if mx.context.num_gpus() > 0:
+        pytest.skip("a GPU is visible")
+    proc = run_latency("--ctx", "gpu", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode != 0 and "MXNet sees no GPU" in proc.stderr
+
+
+def test_percentiles_match_numpy():
+    values = list(np.random.RandomState(0).uniform(1, 9, 37))
+    for q in (0, 10, 50, 90, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_summary_pools_latencies_and_takes_the_median_round():
+    stats = summarize([[10.0, 10.0], [20.0, 20.0], [40.0, 40.0]], batch_size=2)
+    assert stats["rounds_img_per_s"] == pytest.approx([200.0, 100.0, 50.0])
+    assert stats["img_per_s"] == pytest.approx(100.0)
+    assert stats["latency_ms"]["p50"] == 20.0 and stats["timed_batches"] == 6
+
+
+def test_time_budget_stops_the_loop():
+    assert len(time_batches(lambda: None, iters=3)) == 3
+    assert 1 <= len(time_batches(lambda: None, iters=10 ** 9, seconds=0.05)) < 10 ** 9
+
+
+def test_ratios_and_order_against_the_paper():
+    rows = [{"label": label, "batch_size": 4, "img_per_s": speed}
+            for label, speed in [("resnest50@224", 10.0), ("resnest101@256", 6.0), ("resnest50@256", 5.0)]]
+    _report.add_ratios(rows)
+    assert rows[1]["ratio_to_reference"] == {"reference": "resnest50@224", "ours": 0.6,
+                                             "paper": pytest.approx(265.30 / 488.17)}
+    check = _report.order_check(rows)["4"]
+    assert not check["matches"]
+    assert check["paper"] == ["resnest50@224", "resnest50@256", "resnest101@256"]
+    assert check["ours"] == ["resnest50@224", "resnest101@256", "resnest50@256"]

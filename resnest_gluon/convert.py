@@ -13,11 +13,11 @@ package) import without it. The conversion itself works on numpy arrays.
 """
 import os
 import re
-import uuid
 
 import mxnet as mx
 import numpy as np
 
+from .atomic import atomic_path
 from .zoo import get_config, get_model, load_weights
 
 __all__ = ["gluon_to_torch_name", "torch_names", "unwrap_state_dict", "convert_state_dict",
@@ -169,9 +169,9 @@ def _explain_load_error(path, err):
 def convert_file(src, dst, model_name, classes=None):
     """Converts the PyTorch checkpoint ``src`` into the Gluon ``.params`` file ``dst`` for ``model_name``.
 
-    ``classes`` defaults to the rows of the checkpoint's ``fc.weight``. The file is written to a temporary file in
-    the destination folder, checked to load into the model, and only then renamed onto ``dst`` (``os.replace``),
-    so ``dst`` is never left half-written. Returns ``dst``.
+    ``classes`` defaults to the rows of the checkpoint's ``fc.weight``. The file is written atomically (a temporary
+    file in the destination folder, created if needed), checked to load into the model, and only then renamed onto
+    ``dst``, so ``dst`` is never left half-written. Returns ``dst``.
     """
     get_config(model_name)  # an unknown name fails before a large checkpoint is read
     state_dict = load_torch_checkpoint(src)
@@ -181,16 +181,7 @@ def convert_file(src, dst, model_name, classes=None):
     net = get_model(model_name, classes=classes)
     arrays = convert_state_dict(state_dict, net)
     dst = os.fspath(dst)
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    # unique per process and call, created by MXNet itself so that it gets the usual umask permissions
-    tmp = os.path.join(folder, f".{os.path.basename(dst)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(dst) as tmp:
         mx.nd.save(tmp, arrays)
         load_weights(net, tmp)  # the file must load into the model it was made for
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return dst

@@ -5,21 +5,23 @@ The on-disk and remote layout is GluonCV's (``{root}/{name}-{sha1[:8]}.params``,
 ``~/.mxnet/models`` are reused and existing GluonCV mirrors keep working.
 
 A file is only ever returned after its SHA-1 has been checked, and it only appears under its final
-name through an atomic ``os.replace`` of a verified temporary file. Temporary names are unique per
-process and thread, so concurrent downloads into the same root are safe without a lock file.
+name through an atomic write (:mod:`resnest_gluon.atomic`) of a verified temporary file. Temporary names
+are unique per process and thread, so concurrent downloads into the same root are safe without a lock file.
 """
 import hashlib
 import logging
 import os
 import re
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
-import uuid
 import zipfile
 
 import requests
 from tqdm import tqdm
+
+from .atomic import atomic_path
 
 __all__ = [
     "MODEL_SHA1",
@@ -114,24 +116,6 @@ def check_sha1(path, sha1):
     return os.path.isfile(path) and sha1_of(path) == sha1.lower()
 
 
-def _open_temp(root, stem, suffix):
-    """Create a new hidden file in ``root`` whose name no other process or thread can pick.
-
-    ``open(..., 'xb')`` respects the umask (unlike ``mkstemp``'s 0600), so the final file is as
-    readable as any other file the user creates, e.g. in a shared ``MXNET_HOME``.
-    """
-    path = os.path.join(root, f".{stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}")
-    return path, open(path, "xb")
-
-
-def _remove_quietly(path):
-    if path is not None:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-
-
 class _UnsupportedURL(Exception):
     """A base URL whose scheme this store cannot fetch from."""
 
@@ -213,49 +197,47 @@ def get_model_file(name, root=None, base_url=None, sha1=None, progress=True):
                     f"mirror serving gluon/models/{stem}.zip (http://, https:// or file:// URL), or copy "
                     f"{stem}.params into {root}.")
 
-    zip_path = params_tmp = None
-    try:
-        zip_path, f = _open_temp(root, stem, ".zip.part")
-        with f:
-            try:
-                _download(url, f, progress, stem + ".zip")
-            except _DOWNLOAD_ERRORS as exc:
-                raise WeightsUnavailableError(
-                    f"Cannot download the weights of {name!r} from {url}: {_describe_download_error(exc)}. "
-                    + offline_hint) from exc
-
-        member = stem + ".params"
+    # The zip is scratch (never placed), removed on close; the .params inside is written atomically.
+    with tempfile.NamedTemporaryFile(dir=root, prefix=f".{stem}.", suffix=".zip.part") as zip_file:
         try:
-            with zipfile.ZipFile(zip_path) as zf:
-                # GluonCV's zips hold the file at top level; accept it in a subfolder too.
-                found = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == member]
-                if not found:
-                    raise WeightsUnavailableError(
-                        f"{url} does not contain {member} (it holds: {', '.join(zf.namelist()) or 'nothing'}). "
-                        "The mirror serves a different archive; " + offline_hint)
-                params_tmp, out = _open_temp(root, stem, ".params.part")
-                with out, zf.open(found[0]) as src:
-                    shutil.copyfileobj(src, out, _CHUNK)
-                    out.flush()
-                    os.fsync(out.fileno())
-        except zipfile.BadZipFile as exc:
+            _download(url, zip_file, progress, stem + ".zip")
+        except _DOWNLOAD_ERRORS as exc:
             raise WeightsUnavailableError(
-                f"{url} is not a valid zip file ({exc}); the mirror may serve an error page. " + offline_hint) from exc
-
-        got = sha1_of(params_tmp)
-        if got != sha1:
-            raise WeightsUnavailableError(
-                f"The weights of {name!r} downloaded from {url} have SHA-1 {got}, expected {sha1}: the server "
-                "(mirror) serves a different file than the published one. Fix the mirror or point "
-                f"RESNEST_GLUON_REPO elsewhere, or copy the correct {stem}.params into {root}.")
+                f"Cannot download the weights of {name!r} from {url}: {_describe_download_error(exc)}. "
+                + offline_hint) from exc
+        zip_file.flush()
+        zip_file.seek(0)
         try:
-            os.replace(params_tmp, path)
+            _install_member(zip_file, path, name, sha1, url, offline_hint)
         except OSError:
             # e.g. Windows, when another process holds the final file open after placing it itself.
             if not check_sha1(path, sha1):
                 raise
-        params_tmp = None
-        return path
-    finally:
-        _remove_quietly(zip_path)
-        _remove_quietly(params_tmp)
+    return path
+
+
+def _install_member(zip_file, path, name, sha1, url, offline_hint):
+    """Extracts ``path``'s file from the downloaded zip onto ``path``, atomically and only if its SHA-1 is right."""
+    member = os.path.basename(path)
+    stem = member[:-len(".params")]
+    root = os.path.dirname(path)
+    try:
+        with zipfile.ZipFile(zip_file) as zf:
+            # GluonCV's zips hold the file at top level; accept it in a subfolder too.
+            found = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == member]
+            if not found:
+                raise WeightsUnavailableError(
+                    f"{url} does not contain {member} (it holds: {', '.join(zf.namelist()) or 'nothing'}). "
+                    "The mirror serves a different archive; " + offline_hint)
+            with atomic_path(path) as params_tmp:
+                with open(params_tmp, "xb") as out, zf.open(found[0]) as src:
+                    shutil.copyfileobj(src, out, _CHUNK)
+                got = sha1_of(params_tmp)
+                if got != sha1:
+                    raise WeightsUnavailableError(
+                        f"The weights of {name!r} downloaded from {url} have SHA-1 {got}, expected {sha1}: the "
+                        "server (mirror) serves a different file than the published one. Fix the mirror or point "
+                        f"RESNEST_GLUON_REPO elsewhere, or copy the correct {stem}.params into {root}.")
+    except zipfile.BadZipFile as exc:
+        raise WeightsUnavailableError(
+            f"{url} is not a valid zip file ({exc}); the mirror may serve an error page. " + offline_hint) from exc

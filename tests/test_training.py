@@ -6,9 +6,9 @@ import os
 import mxnet as mx
 import pytest
 
+from resnest_gluon.atomic import atomic_write
 from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,
                                     dropblock_prob_at, latest_checkpoint, plot_curves)
-from resnest_gluon.training.checkpoint import atomic_write
 from resnest_gluon.zoo import get_model
 
 

@@ -2,31 +2,20 @@
 
 A checkpoint of epoch E is three files: ``ckpt-E.params`` (network), ``ckpt-E.states`` (trainer: optimizer
 momenta, update count and LR scheduler), and ``ckpt-E.json`` (epoch, seeds, scheduler position, file sizes).
-Each is written to a temporary name and moved into place with ``os.replace``; the JSON goes last, so a JSON whose
-listed files exist with the listed sizes marks a complete checkpoint. A process killed while writing leaves at
-worst stray ``.tmp`` files, never a checkpoint that looks complete but is not.
+Each is written atomically (:mod:`resnest_gluon.atomic`); the JSON goes last, so a JSON whose listed files exist
+with the listed sizes marks a complete checkpoint. A process killed while writing leaves at worst stray hidden
+``.tmp`` files, never a checkpoint that looks complete but is not.
 """
 import glob
 import json
 import os
 import re
 
-__all__ = ["CheckpointManager", "latest_checkpoint", "atomic_write"]
+from ..atomic import atomic_write
+
+__all__ = ["CheckpointManager", "latest_checkpoint"]
 
 _NAME = re.compile(r"ckpt-(\d+)\.json$")
-
-
-def atomic_write(path, write):
-    """Calls ``write(tmp_path)`` and moves the result to ``path`` (a reader sees the old file or the new one)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _write_json(path, obj):

@@ -3,6 +3,8 @@ import json
 import math
 import os
 
+from ..atomic import atomic_write
+
 __all__ = ["MetricsLog", "read_log", "plot_curves"]
 
 
@@ -37,8 +39,6 @@ def plot_curves(log_path, png_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .checkpoint import atomic_write
 
     records = read_log(log_path)
     steps = [r for r in records if r["event"] == "step"]

@@ -19,14 +19,12 @@ raises :class:`~.records.CorruptRecordError` naming the file and record; check u
 import mxnet as mx
 import numpy as np
 
+from ..zoo import IMAGENET_MEAN, IMAGENET_STD
 from .records import RecordImageDataset, count_records, default_idx_path
 from .sharding import ShardSampler, steps_per_epoch
 from .transforms import LARGE_SIZE, TrainTransform, interp_code
 
 __all__ = ["RecordTrainIter", "RecordTrainLoader"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _size(data_shape):

@@ -12,6 +12,8 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from ..zoo import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["INTERPOLATIONS", "interp_code", "eval_crop", "eval_transform", "EvalTransform", "load_image",
            "random_resized_crop", "color_jitter", "lighting", "to_normalized_chw", "TrainTransform",
            "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC"]
@@ -203,7 +205,7 @@ class TrainTransform:
 
     def __init__(self, input_size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation=None,
                  jitter=0.4, lighting=0.1, mirror=True, autoaugment=False,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.input_size, self.scale, self.ratio = int(input_size), tuple(scale), tuple(ratio)
         self.interpolation = interpolation or ("bicubic" if self.input_size >= LARGE_SIZE else "bilinear")
         interp_code(self.interpolation)

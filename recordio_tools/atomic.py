@@ -7,13 +7,7 @@ import contextlib
 import os
 import tempfile
 
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from resnest_gluon.atomic import fsync_path
 
 
 def _remove(path):
@@ -79,7 +73,7 @@ def atomic_files(*finals):
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; datasets are usually shared
         yield list(temps)
         for tmp in temps:
-            _fsync(tmp)
+            fsync_path(tmp)
         _commit(list(zip(temps, finals)))
     finally:
         for tmp in temps:

@@ -8,10 +8,11 @@ import contextlib
 import os
 import uuid
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "fsync_path"]
 
 
-def _fsync(path):
+def fsync_path(path):
+    """Flushes a closed file's data to disk, so that a rename after it cannot expose an empty file after a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -32,7 +33,7 @@ def atomic_path(final_path):
     tmp = os.path.join(folder, f".{os.path.basename(final_path)}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, final_path)
     finally:
         with contextlib.suppress(FileNotFoundError):

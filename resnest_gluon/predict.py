@@ -11,9 +11,9 @@ import numpy as np
 
 from .data import preprocess_image
 from .deploy import input_dtype, optimize
-from .zoo import get_config, get_model, load_weights
+from .zoo import classes_in_params, get_config, get_model, load_weights
 
-__all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "classes_in_params", "softmax", "Predictor"]
+__all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "softmax", "Predictor"]
 
 # The 1000 ILSVRC-2012 class names in synset-sorted order (label i = line i), as GluonCV's ImageNet1kAttr.
 # Two names repeat in that list; here they read 'crane (bird)'/'crane (machine)' and 'maillot'/'tank suit'.
@@ -39,22 +39,6 @@ def load_class_names(path=None):
     if not lines:
         raise ValueError(f"{path}: no class names in the file")
     return [line.strip() for line in lines]
-
-
-def classes_in_params(path):
-    """Output classes of a ``.params`` file (rows of its ``fc.weight``), or None when it has no classifier."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"params file not found: {path!r}")
-    try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError as err:
-        raise ValueError(f"{path} is not a readable MXNet .params file: {str(err).splitlines()[0]}") from None
-    if not isinstance(loaded, dict):
-        return None
-    for key, value in loaded.items():
-        if key.split(":", 1)[-1] == "fc.weight":
-            return int(value.shape[0])
-    return None
 
 
 def softmax(logits):

@@ -5,6 +5,7 @@ takes), the data config its weights expect (input size, crop_pct, interpolation,
 parameter count of the published weights, and their published ImageNet top-1.
 """
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -13,7 +14,8 @@ import mxnet as mx
 from . import store
 from .resnest import ResNeSt
 
-__all__ = ["DataConfig", "ModelConfig", "list_models", "get_config", "get_model", "load_weights", "count_params"]
+__all__ = ["DataConfig", "ModelConfig", "list_models", "get_config", "get_model", "load_weights", "read_params",
+           "classes_in_params", "count_params"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,6 +158,27 @@ def get_model(name, pretrained=False, ctx=mx.cpu(), root=None, classes=1000, **k
     return net
 
 
+def read_params(path):
+    """The arrays of a ``.params`` file (``mx.nd.load``), with a ``ValueError`` naming a file that is not one."""
+    try:
+        return mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ValueError(f"{path} is not a readable MXNet .params file: {str(err).splitlines()[0]}") from None
+
+
+def classes_in_params(path):
+    """Output classes of a ``.params`` file (rows of its ``fc.weight``), or None when it has no classifier."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"params file not found: {path!r}")
+    loaded = read_params(path)
+    if not isinstance(loaded, dict):
+        return None
+    for key, value in loaded.items():
+        if key.split(":", 1)[-1] == "fc.weight":
+            return int(value.shape[0])
+    return None
+
+
 def load_weights(net, path, ctx=mx.cpu()):
     """Loads a ``.params`` file into ``net`` by parameter name, with errors that name the model and the mismatch.
 
@@ -163,10 +186,7 @@ def load_weights(net, path, ctx=mx.cpu()):
     A classifier of another size, a missing or unexpected weight, or another shape raise ``ValueError``.
     """
     model = getattr(net, "model_name", type(net).__name__)
-    try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError as err:
-        raise ValueError(f"{path} is not a readable MXNet .params file: {str(err).splitlines()[0]}") from None
+    loaded = read_params(path)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} holds unnamed arrays, not a parameter file saved with save_parameters()")
     loaded = {k.split(":", 1)[-1]: v for k, v in loaded.items()}  # accept export()'s 'arg:'/'aux:' prefixes

@@ -28,8 +28,7 @@ from resnest_gluon.data import ValRecordIter
 from resnest_gluon.deploy import DTYPES, input_dtype, optimize
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.evaluation import LabelError, evaluate
-from resnest_gluon.predict import classes_in_params
-from resnest_gluon.zoo import get_config, get_model, load_weights
+from resnest_gluon.zoo import classes_in_params, get_config, get_model, load_weights
 
 TIMED_FROM_BATCH = 5
 

@@ -18,7 +18,7 @@ from ..data import MixupLabelSmoothing, RecordTrainIter, RecordTrainLoader, ValR
 from ..distributed import Distributed
 from ..dropblock import set_drop_prob
 from ..evaluation import evaluate
-from ..zoo import DataConfig, get_model
+from ..zoo import DataConfig, classes_in_params, get_model
 from .checkpoint import CheckpointManager, latest_checkpoint
 from .metrics_log import MetricsLog, plot_curves
 from .optim import apply_no_wd, dropblock_prob_at, optimizer_params
@@ -59,9 +59,7 @@ def build_net(args, ctx):
     if args.resume_params:
         if not os.path.isfile(args.resume_params):
             raise FileNotFoundError(f"--resume-params: no such file {args.resume_params}")
-        saved = mx.nd.load(args.resume_params)
-        fc = next((v for k, v in saved.items() if k.endswith("fc.weight")), None)
-        file_classes = fc.shape[0] if fc is not None else args.num_classes
+        file_classes = classes_in_params(args.resume_params) or args.num_classes
         net = get_model(args.model, classes=file_classes, **kwargs)
         net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
         _forward_once(net, args, ctx)

@@ -23,6 +23,7 @@ import mxnet as mx
 from PIL import Image
 from tqdm import tqdm
 
+from . import images
 from .reader import RecordReader
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _decode(item):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(payload))
-            im.load()
+            images.load_strict(im)
         return pos, None, im.size, im.mode, im.format
     except Exception as e:
         return pos, "cannot decode image: %s: %s" % (type(e).__name__, e), None, None, None

@@ -15,11 +15,12 @@ Policies:
 """
 import io
 import math
+import threading
 import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ 7300 x 5500; the largest ImageNet train image is about 4 Mpx (~ 2600 x 1700)
 
@@ -98,6 +99,23 @@ def _to_rgb(im, notes):
         raise ImageRejected("unsupported_mode", "cannot convert mode %s to RGB: %s" % (mode, e)) from None
 
 
+_STRICT_LOCK = threading.Lock()
+
+
+def load_strict(im):
+    """``im.load()`` that raises on a truncated file whatever PIL's process-wide ``LOAD_TRUNCATED_IMAGES`` says.
+
+    Other libraries set that flag at import (gluoncv does), after which PIL pads truncated files with grey
+    silently; a packer or checker must see the error instead.
+    """
+    with _STRICT_LOCK:
+        old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        try:
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
 def decode_rgb(data, max_pixels=DEFAULT_MAX_PIXELS, downscale_huge=True):
     """Returns ``(rgb uint8 HxWx3 array, notes, info)``; raises ImageRejected with a reason.
 
@@ -113,7 +131,7 @@ def decode_rgb(data, max_pixels=DEFAULT_MAX_PIXELS, downscale_huge=True):
         raise ImageRejected("too_many_pixels", "%dx%d = %d pixels > --max-pixels %d"
                             % (im.size + (im.size[0] * im.size[1], max_pixels)))
     try:
-        im.load()
+        load_strict(im)
         if im.getexif().get(0x0112, 1) != 1:
             im = ImageOps.exif_transpose(im)
             notes.append("exif_rotated")

@@ -4,6 +4,7 @@ The tree (tests/imagegen.py) has one flat colour per good image, so every packed
 its source file: records are checked one by one against the list (id, label, colour, size).
 """
 import glob
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import imagegen  # noqa: E402
@@ -368,3 +370,18 @@ def test_gluon_image_record_dataset_reads_our_rec(tree, packed):
 def test_no_temp_files_left_by_packing(packed):
     _, prefix, _ = packed
     assert not glob.glob(prefix + "*.partial") and not glob.glob(prefix + "*.bak-*")
+
+
+def test_truncated_jpeg_is_rejected_even_if_another_library_relaxed_pil(monkeypatch):
+    # gluoncv sets PIL's process-wide LOAD_TRUNCATED_IMAGES at import; decoding must still see the truncation
+    from PIL import ImageFile
+
+    from recordio_tools import images
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    with pytest.raises(images.ImageRejected) as err:
+        images.decode_rgb(buf.getvalue()[: buf.tell() // 2])
+    assert err.value.reason == "truncated"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored

@@ -24,7 +24,7 @@ from _timing import summarize, time_batches, warm_up  # noqa: E402
 
 CPU_BATCH_SIZE = 16
 DEFAULT_ITERS = 20
-DTYPES = ("float32", "float16", "bfloat16")  # the keys of _mx_prep.PREPARE (checked at start-up)
+DTYPES = ("float32", "float16", "bfloat16")  # resnest_gluon.deploy.DTYPES (checked at start-up)
 
 EPILOG = f"""\
 models: the paper's table by default ({' '.join(_paper.TABLE)}). NAME@SIZE picks an input size; a bare NAME
@@ -186,7 +186,7 @@ def main(argv=None):
 
     import _mx_prep  # imports mxnet, now that the thread variables are set
 
-    assert set(DTYPES) == set(_mx_prep.PREPARE), "DTYPES must list _mx_prep.PREPARE's keys"
+    assert set(DTYPES) == set(_mx_prep.SUPPORTED_CTX), "DTYPES must list resnest_gluon.deploy's dtypes"
     if args.ctx not in _mx_prep.SUPPORTED_CTX[args.dtype]:
         hint = {"float16": "float16 needs --ctx gpu (MXNet has no fast float16 CPU kernels); on CPU use "
                            "--dtype bfloat16", "bfloat16": "bfloat16 is a CPU (oneDNN) path; on GPU use float16"}

@@ -5,9 +5,11 @@
 """
 import mxnet as mx
 
-__all__ = ["DTYPES", "optimize", "input_dtype"]
+__all__ = ["DTYPES", "SUPPORTED_DEVICES", "optimize", "input_dtype"]
 
 DTYPES = ("float32", "float16", "bfloat16")
+# dtype -> the device types it is meaningful on (so command lines can refuse a combination before building)
+SUPPORTED_DEVICES = {"float32": ("cpu", "gpu"), "float16": ("gpu",), "bfloat16": ("cpu",)}
 
 
 def _contexts(ctx):
@@ -38,9 +40,14 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None):
     if dtype == "float16":
         net.cast("float16")
     elif dtype == "bfloat16":
+        import warnings
+
         from mxnet.contrib import amp
 
         net.hybridize()
         net(mx.nd.zeros(input_shape or (1, 3, 32, 32), ctx=contexts[0]))  # convert_hybrid_block needs a traced graph
-        net = amp.convert_hybrid_block(net, target_dtype="bfloat16", ctx=contexts[0])
+        with warnings.catch_warnings():  # the SymbolBlock cannot type its weights before they are loaded: harmless
+            warnings.filterwarnings("ignore", message="Cannot decide type")
+            net = amp.convert_hybrid_block(net, target_dtype="bfloat16", ctx=contexts[0])
+        net.hybridize(static_alloc=True, static_shape=True)
     return net

@@ -182,8 +182,9 @@ def classes_in_params(path):
 def load_weights(net, path, ctx=mx.cpu()):
     """Loads a ``.params`` file into ``net`` by parameter name, with errors that name the model and the mismatch.
 
-    DropBlock probabilities are run-time state, not weights: they may be absent from (or extra in) the file.
-    A classifier of another size, a missing or unexpected weight, or another shape raise ``ValueError``.
+    DropBlock probabilities are run-time state, not weights: they may be absent from (or extra in) the file. A
+    backbone (``features_only``) takes a classification file and leaves its classifier out. A classifier of
+    another size, a missing or unexpected weight, or another shape raise ``ValueError``.
     """
     model = getattr(net, "model_name", type(net).__name__)
     loaded = read_params(path)
@@ -194,8 +195,9 @@ def load_weights(net, path, ctx=mx.cpu()):
     if loaded and not set(loaded) & set(params):
         loaded = _structural_names(net, loaded)
     is_state = lambda k: k.endswith("drop_prob")  # noqa: E731
+    unused_head = lambda k: getattr(net, "features_only", False) and k.startswith("fc.")  # noqa: E731
     missing = sorted(k for k in params if k not in loaded and not is_state(k))
-    extra = sorted(k for k in loaded if k not in params and not is_state(k))
+    extra = sorted(k for k in loaded if k not in params and not is_state(k) and not unused_head(k))
     shapes = [(k, params[k].shape, loaded[k].shape) for k in params if k in loaded
               and not _shape_fits(params[k].shape, loaded[k].shape)]
     problems = []

@@ -86,7 +86,7 @@ def test_reset_classifier_for_fine_tuning():
     np.testing.assert_array_equal(net.conv1[0].weight.data().asnumpy(), stem.asnumpy())  # backbone kept
 
 
-def test_multi_stage_features_for_detection_backbones():
+def test_multi_stage_features_for_detection_backbones(tmp_path):
     net = get_model("resnest14", features_only=True)
     net.initialize()
     net.hybridize()
@@ -98,6 +98,14 @@ def test_multi_stage_features_for_detection_backbones():
     c4.initialize()
     assert c4(mx.nd.ones((1, 3, 64, 64))).shape == (1, 2048, 2, 2)
     assert not hasattr(net, "fc")
+    # a backbone loads a classification weight file (its classifier is left out) and computes the same features
+    full = get_model("resnest14", features_only=False)
+    full.initialize()
+    randomize_bn(full)
+    path = str(tmp_path / "full.params")
+    full.save_parameters(path)
+    backbone = load_weights(get_model("resnest14", features_only=True), path)
+    np.testing.assert_array_equal(backbone.conv1[0].weight.data().asnumpy(), full.conv1[0].weight.data().asnumpy())
     with pytest.raises(ValueError, match="out_indices"):
         get_model("resnest14", features_only=True, out_indices=(5,))
 

@@ -2,7 +2,7 @@
 
 Every model name maps to a :class:`ModelConfig`: the architecture (what :class:`~resnest_gluon.resnest.ResNeSt`
 takes), the data config its weights expect (input size, crop_pct, interpolation, mean, std), the exact trainable
-parameter count of the published weights, and their published ImageNet top-1.
+parameter count of the published weights, their published ImageNet top-1, and the input size they were trained at.
 """
 import difflib
 import os
@@ -45,6 +45,13 @@ class ModelConfig:
     top1: float = None  # published ImageNet top-1 of those weights
     source: str = "official Gluon"
     aliases: tuple = field(default_factory=tuple)
+    # training crop of the official recipe: often smaller than the evaluation size (ResNeSt trains at 224/256/320
+    # and tests at 256/320/416); None = the evaluation input size
+    train_input_size: int = None
+
+    def __post_init__(self):
+        if self.train_input_size is None:
+            object.__setattr__(self, "train_input_size", self.data.input_size)
 
 
 def _arch(layers, stem_width=32, radix=2, cardinality=1, width=64, avd_first=False, final_drop=0.0):
@@ -65,21 +72,22 @@ _CONFIGS = [
     ModelConfig("resnest14", _arch((1, 1, 1, 1)), _official_data(224), 10_611_688),
     ModelConfig("resnest26", _arch((2, 2, 2, 2)), _official_data(224), 17_069_448),
     ModelConfig("resnest50", _arch(_R50), _official_data(224), 27_483_240, 81.04),
-    ModelConfig("resnest101", _arch((3, 4, 23, 3), stem_width=64), _official_data(256), 48_275_016, 82.83),
+    ModelConfig("resnest101", _arch((3, 4, 23, 3), stem_width=64), _official_data(256), 48_275_016, 82.83,
+                train_input_size=224),
     ModelConfig("resnest200", _arch((3, 24, 36, 3), stem_width=64, final_drop=0.2), _official_data(320),
-                70_201_544, 83.86),
+                70_201_544, 83.86, train_input_size=256),
     ModelConfig("resnest269", _arch((3, 30, 48, 8), stem_width=64, final_drop=0.2), _official_data(416),
-                110_929_480, 84.53),
+                110_929_480, 84.53, train_input_size=320),
     # timm names (the official PyTorch weights, converted with scripts/convert_torch_weights.py)
     ModelConfig("resnest14d", _arch((1, 1, 1, 1)), DataConfig(224, 0.875, "bilinear"), 10_611_688, 75.51, "timm"),
     ModelConfig("resnest26d", _arch((2, 2, 2, 2)), DataConfig(224, 0.875, "bilinear"), 17_069_448, 78.48, "timm"),
     ModelConfig("resnest50d", _arch(_R50), DataConfig(224, 0.875, "bilinear"), 27_483_240, 80.96, "timm"),
     ModelConfig("resnest101e", _arch((3, 4, 23, 3), stem_width=64), DataConfig(256, 0.875, "bilinear"),
-                48_275_016, 82.88, "timm"),
+                48_275_016, 82.88, "timm", train_input_size=224),
     ModelConfig("resnest200e", _arch((3, 24, 36, 3), stem_width=64), DataConfig(320, 0.909, "bicubic"),
-                70_201_544, 83.85, "timm"),
+                70_201_544, 83.85, "timm", train_input_size=256),
     ModelConfig("resnest269e", _arch((3, 30, 48, 8), stem_width=64), DataConfig(416, 0.928, "bicubic"),
-                110_929_480, 84.53, "timm"),
+                110_929_480, 84.53, "timm", train_input_size=320),
     ModelConfig("resnest50d_1s4x24d", _arch(_R50, radix=1, cardinality=4, width=24, avd_first=True),
                 DataConfig(224, 0.875, "bicubic"), 25_677_000, 81.0, "timm"),
     ModelConfig("resnest50d_4s2x40d", _arch(_R50, radix=4, cardinality=2, width=40, avd_first=True),

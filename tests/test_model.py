@@ -53,6 +53,14 @@ def test_data_configs_travel_with_the_model():
     assert get_config("resnest50d_1s4x24d").data.interpolation == "bicubic"
 
 
+def test_models_train_at_the_official_recipe_size_and_test_larger():
+    # ResNeSt-101 trains at 224 (GluonCV resnest101.sh: --input-size 224) and is evaluated at 256
+    sizes = {name: get_config(name).train_input_size for name in list_models()}
+    assert {n: s for n, s in sizes.items() if s != 224} == {"resnest200": 256, "resnest200e": 256,
+                                                            "resnest269": 320, "resnest269e": 320}
+    assert get_config("resnest101").data.input_size == 256
+
+
 def test_official_large_models_use_final_dropout():
     assert get_config("resnest200").arch["final_drop"] == 0.2 and get_config("resnest269").arch["final_drop"] == 0.2
     assert get_model("resnest200").drop is not None and get_model("resnest50").drop is None

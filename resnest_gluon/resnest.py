@@ -53,7 +53,7 @@ class Bottleneck(nn.HybridBlock):
         out = self.bn1(self.conv1(x))
         if self.use_dropblock:
             out = self.dropblock1(out)
-        out = F.relu(out)
+        out = F.Activation(out, act_type="relu")
         if self.use_avd and self.avd_first:
             out = self.avd_layer(out)
         out = self.conv2(out)
@@ -65,7 +65,7 @@ class Bottleneck(nn.HybridBlock):
         if self.use_dropblock:
             out = self.dropblock3(out)
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return F.Activation(out + shortcut, act_type="relu")
 
 
 class ResNeSt(nn.HybridBlock):
@@ -148,7 +148,7 @@ class ResNeSt(nn.HybridBlock):
         return stage
 
     def hybrid_forward(self, F, x):
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
         features = [x]
         x = self.maxpool(x)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):

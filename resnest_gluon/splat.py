@@ -54,11 +54,11 @@ class SplitAttentionConv(nn.HybridBlock):
             self.fc2 = nn.Conv2D(channels * radix, 1, groups=cardinality, in_channels=inter)
 
     def hybrid_forward(self, F, x):
-        x = F.relu(self.bn(self.conv(x)))
+        x = F.Activation(self.bn(self.conv(x)), act_type="relu")
         splits = F.split(x, num_outputs=self.radix, axis=1) if self.radix > 1 else [x]
         gap = F.add_n(*splits) if self.radix > 1 else x
         gap = F.Pooling(gap, kernel=(1, 1), pool_type="avg", global_pool=True)
-        attn = self.fc2(F.relu(self.bn1(self.fc1(gap))))
+        attn = self.fc2(F.Activation(self.bn1(self.fc1(gap)), act_type="relu"))
         attn = radix_softmax(F, attn, self.radix, self.cardinality)
         if self.radix == 1:
             return F.broadcast_mul(x, attn.reshape((0, 0, 1, 1)))

@@ -10,15 +10,16 @@ from resnest_gluon.deploy import SUPPORTED_DEVICES, input_dtype, optimize
 SUPPORTED_CTX = SUPPORTED_DEVICES  # dtype -> device types (checked before any model is built)
 
 
-def make_step(net, batch_size, input_size, dtype, ctx, seed=0):
+def make_step(net, batch_size, input_size, dtype, ctx, seed=0, fuse=True):
     """Initialises ``net`` with random weights (timing only), prepares it for ``dtype``; returns ``step()``.
 
+    ``fuse``: oneDNN subgraph fusion (ours: on, as ``optimize`` does; GluonCV: off, as its users run it).
     ``step`` runs one batch and waits for the output with ``wait_to_read()``, so a timed batch is a finished batch.
     """
     mx.random.seed(seed)
     net.initialize(mx.init.Xavier(), ctx=ctx)
     x = mx.nd.random.uniform(-1, 1, shape=(batch_size, 3, input_size, input_size), ctx=ctx)
-    net = optimize(net, dtype, ctx, input_shape=x.shape)
+    net = optimize(net, dtype, ctx, input_shape=x.shape, fuse=fuse)
     x = x.astype(input_dtype(dtype))
 
     def step():

@@ -22,13 +22,16 @@ def input_dtype(dtype):
     return "float16" if dtype == "float16" else "float32"
 
 
-def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None):
+def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True):
     """Hybridizes ``net`` (static allocation and shapes) and converts it to ``dtype``; returns the network to call.
 
+    ``fuse`` (float32 on CPU): oneDNN subgraph fusion (``optimize_for(backend='MKLDNN')``): convolution, folded
+    BatchNorm, ReLU and the residual add run as one primitive. The parameters are not modified, and any batch size
+    works afterwards. ``input_shape`` defaults to ``(1, 3, S, S)`` with ``S`` the model's data-config input size.
+
     ``float16`` casts every parameter (GPU only: MXNet's CPU float16 convolutions are not supported).
-    ``bfloat16`` traces one call of ``input_shape`` (default ``(1, 3, 32, 32)``: any shape the network accepts,
-    only the graph matters) and returns AMP's converted block, a new ``SymbolBlock`` on the first of ``ctx``
-    (a context or a list of them, where the parameters already are).
+    ``bfloat16`` traces one call of ``input_shape`` and returns AMP's converted block, a new ``SymbolBlock`` on the
+    first of ``ctx`` (a context or a list of them, where the parameters already are).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -37,7 +40,13 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None):
         raise ValueError("float16 needs a GPU: MXNet's CPU float16 convolutions are not supported; use float32 or "
                          "bfloat16 on CPU")
     net.hybridize(static_alloc=True, static_shape=True)
-    if dtype == "float16":
+    if input_shape is None:
+        size = getattr(getattr(net, "data_config", None), "input_size", 224)
+        input_shape = (1, 3, size, size)
+    if dtype == "float32" and fuse and all(c.device_type == "cpu" for c in contexts):
+        net.optimize_for(mx.nd.zeros(input_shape, ctx=contexts[0]), backend="MKLDNN", static_alloc=True,
+                         static_shape=True)
+    elif dtype == "float16":
         net.cast("float16")
     elif dtype == "bfloat16":
         import warnings
@@ -45,7 +54,7 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None):
         from mxnet.contrib import amp
 
         net.hybridize()
-        net(mx.nd.zeros(input_shape or (1, 3, 32, 32), ctx=contexts[0]))  # convert_hybrid_block needs a traced graph
+        net(mx.nd.zeros(input_shape, ctx=contexts[0]))  # convert_hybrid_block needs a traced graph
         with warnings.catch_warnings():  # the SymbolBlock cannot type its weights before they are loaded: harmless
             warnings.filterwarnings("ignore", message="Cannot decide type")
             net = amp.convert_hybrid_block(net, target_dtype="bfloat16", ctx=contexts[0])

@@ -1,4 +1,4 @@
-"""resnest_gluon.optimize: the one fast-inference preparation (hybridize, then float16 / bfloat16 conversion)."""
+"""resnest_gluon.optimize: the one fast-inference preparation (hybridize, oneDNN fusion, float16 / bfloat16)."""
 import mxnet as mx
 import numpy as np
 import pytest
@@ -23,8 +23,20 @@ def images():
 def test_float32_is_the_plain_network_hybridized(images):
     net = _net()
     ref = net(images).asnumpy()
-    out = optimize(net)(images).asnumpy()
+    out = optimize(net, fuse=False)(images).asnumpy()
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_onednn_fusion_keeps_the_numbers_and_any_batch_size(images):
+    net = _net()
+    ref = net(images).asnumpy()
+    before = {k: p.data().asnumpy().copy() for k, p in net._collect_params_with_prefix().items()}
+    fused = optimize(net, input_shape=(8, 3, SIZE, SIZE))
+    assert fused is net
+    np.testing.assert_allclose(fused(images).asnumpy(), ref, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(fused(images[:3]).asnumpy(), ref[:3], rtol=0, atol=1e-4)  # another batch size
+    for k, p in net._collect_params_with_prefix().items():  # BN folding happens inside the graph, not in place
+        np.testing.assert_array_equal(p.data().asnumpy(), before[k])
 
 
 def test_bfloat16_logits_are_close_to_float32(images):

@@ -3,10 +3,14 @@
 
 Defaults reproduce the official ResNeSt-50 run (per worker: batch 128, lr 0.05; 270 epochs, cosine, 5 warmup
 epochs, NAG, wd 1e-4 without decay on BN/bias, zero-init last BN gamma, label smoothing 0.1, mixup 0.2,
-AutoAugment). Boolean recipe flags can be turned off with ``--no-<flag>`` (e.g. ``--no-mixup``).
+AutoAugment, DropBlock ramped to 0.1, the model's training size and final dropout). Boolean recipe flags can be
+turned off with ``--no-<flag>`` (e.g. ``--no-mixup``); weight decay on BN/bias too with ``--wd-all``.
 
     horovodrun -np 8 python scripts/train_imagenet.py --rec-train train.rec --rec-val val.rec --gpus 0
     python scripts/train_imagenet.py --rec-train t.rec --no-cuda --model resnest14 --input-size 64
+
+A run killed at any time continues with ``--resume DIR`` and, with the same flags and number of processes, ends
+with the same weights as an uninterrupted run; bit-identical input batches need ``--data-nthreads 1``.
 """
 import argparse
 import os
@@ -18,17 +22,30 @@ from resnest_gluon.training.schedule import LR_MODES
 BOOL = argparse.BooleanOptionalAction
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (model-dependent, said in the help) and on/off switches (said in the help)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_Help)
     d = p.add_argument_group("data")
     d.add_argument("--rec-train", required=True, help="training .rec")
     d.add_argument("--rec-train-idx", default=None, help="its .idx (default: next to the .rec)")
     d.add_argument("--rec-val", default=None, help="validation .rec (no evaluation without it)")
     d.add_argument("--rec-val-idx", default=None)
-    d.add_argument("--input-size", type=int, default=224)
-    d.add_argument("--crop-ratio", type=float, default=0.875, help="evaluation centre-crop ratio")
-    d.add_argument("--data-nthreads", "-j", type=int, default=4)
+    d.add_argument("--input-size", type=int, default=None,
+                   help="training crop (default: the model's official training size, e.g. 224 for resnest50, "
+                        "256 for resnest200); also replaces the evaluation size when given")
+    d.add_argument("--crop-ratio", type=float, default=None,
+                   help="evaluation centre-crop ratio (default: the model's crop_pct, as scripts/verify.py)")
+    d.add_argument("--data-nthreads", "-j", type=int, default=4,
+                   help="decoding threads/processes; 1 makes input batches bit-reproducible across machines")
     d.add_argument("--auto-aug", action=BOOL, default=True, help="AutoAugment (DataLoader input path)")
     d.add_argument("--num-classes", type=int, default=1000)
     m = p.add_argument_group("model")
@@ -37,8 +54,10 @@ def parse_args(argv=None):
     m.add_argument("--resume-params", default=None, help="fine-tune from a .params file (classifier replaced "
                                                          "when --num-classes differs)")
     m.add_argument("--last-gamma", action=BOOL, default=True, help="zero-init the last BN gamma of each block")
-    m.add_argument("--dropblock-prob", type=float, default=0.0, help="final DropBlock prob (ramped from 0)")
-    m.add_argument("--final-drop", type=float, default=0.0, help="dropout before the classifier")
+    m.add_argument("--dropblock-prob", type=float, default=0.1,
+                   help="DropBlock prob of the last epoch, ramped linearly from 0 (0 = off)")
+    m.add_argument("--final-drop", type=float, default=None,
+                   help="dropout before the classifier (default: the model's, 0.2 for resnest200/269)")
     m.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=int, default=128, help="per worker")
@@ -52,7 +71,10 @@ def parse_args(argv=None):
     o.add_argument("--optimizer", default="nag", choices=["nag", "sgd"])
     o.add_argument("--momentum", type=float, default=0.9)
     o.add_argument("--wd", type=float, default=1e-4)
-    o.add_argument("--no-wd", action=BOOL, default=True, help="no weight decay on BN gamma/beta and biases")
+    o.add_argument("--no-wd", dest="no_wd", action="store_true", default=True,
+                   help="no weight decay on BN gamma/beta and biases (the recipe's default)")
+    o.add_argument("--wd-all", dest="no_wd", action="store_false", help="weight decay on every parameter")
+    o.add_argument("--no-no-wd", dest="no_wd", action="store_false", help=argparse.SUPPRESS)  # old spelling
     o.add_argument("--label-smoothing", type=float, default=0.1, help="smoothing epsilon (0 = off)")
     o.add_argument("--mixup", action=BOOL, default=True)
     o.add_argument("--mixup-alpha", type=float, default=0.2)
@@ -67,9 +89,13 @@ def parse_args(argv=None):
     r.add_argument("--save-frequency", type=int, default=10, help="epochs between checkpoints")
     r.add_argument("--save-dir", default="params")
     r.add_argument("--keep-checkpoints", type=int, default=3)
-    r.add_argument("--resume", default=None, metavar="DIR", help="continue from DIR's latest complete checkpoint")
+    r.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue from DIR's latest complete checkpoint: weights, momenta and update count; "
+                        "model, classes, optimizer, batch size, data and number of processes must match it, the "
+                        "other flags (lr, schedule, epochs) apply from the restored update on")
     r.add_argument("--param-digest", action="store_true",
-                   help="each rank writes param-digest-rank<R>.json (SHA-256 of its trainable weights)")
+                   help="each rank writes param-digest-rank<R>.json (SHA-256 and per-parameter sums of its "
+                        "trainable weights) and final-rank<R>.params (its weights), to compare ranks and runs")
     args = p.parse_args(argv)
     try:
         args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(",") if e.strip()]
@@ -78,8 +104,18 @@ def parse_args(argv=None):
     for name in ("batch_size", "num_epochs", "eval_frequency", "save_frequency", "log_interval"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.lr_decay <= 1:
+        p.error(f"--lr-decay must be in (0, 1] (the factor the step schedule multiplies by), got {args.lr_decay}")
     if not 0 <= args.dropblock_prob < 1:
         p.error(f"--dropblock-prob must be in [0, 1), got {args.dropblock_prob}")
+    if args.final_drop is not None and not 0 <= args.final_drop < 1:
+        p.error(f"--final-drop must be in [0, 1), got {args.final_drop}")
+    if args.input_size is not None and args.input_size < 1:
+        p.error(f"--input-size must be >= 1, got {args.input_size}")
+    if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:
+        p.error(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
+    if args.pretrained and args.resume_params:
+        p.error("--pretrained and --resume-params both name the starting weights: pass one")
     if not os.path.isfile(args.rec_train):
         p.error(f"--rec-train: no such file {args.rec_train}")
     if args.rec_val and not os.path.isfile(args.rec_val):

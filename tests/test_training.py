@@ -45,8 +45,9 @@ def test_no_wd_selects_bn_and_bias_only():
             assert name not in changed
 
 
-def test_dropblock_ramp_is_linear_from_zero_to_final():
-    assert [dropblock_prob_at(e, 5, 0.1) for e in range(5)] == pytest.approx([0, 0.025, 0.05, 0.075, 0.1])
+def test_dropblock_ramp_is_gluoncv_linear_up_to_final():
+    # GluonCV's DropBlockScheduler(net, 0, 0.1, num_epochs): 0.1 * (epoch + 1) / num_epochs
+    assert [dropblock_prob_at(e, 5, 0.1) for e in range(5)] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
     assert dropblock_prob_at(3, 5, 0.0) == 0.0
 
 

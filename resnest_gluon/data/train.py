@@ -6,6 +6,10 @@
   batches; a shard that runs out first (the short last block) wraps around to its start. The tail of a longer
   shard beyond ``steps * batch_size`` is not read that epoch (different records each epoch, as the shard is
   reshuffled). Shards are fixed blocks of the file, so pack the .rec in shuffled order (im2rec's default).
+  The C++ iterator is rebuilt for every epoch with seeds from ``(seed, epoch)`` (order) and ``(seed, epoch, rank)``
+  (augmentation), so epoch E reads the same batches whether or not the process ran the epochs before it (resume).
+  MXNet decodes with ``min(num_workers, cores - 1)`` threads, each with its own RNG over a fixed slice of each
+  chunk: bit-identical batches need the same effective thread count, which ``num_workers=1`` guarantees anywhere.
 * :class:`RecordTrainLoader` (flexible): Gluon ``DataLoader`` worker processes over a
   :class:`~.records.RecordImageDataset`, for what the C++ iterator lacks (AutoAugment, any Python transform).
   A :class:`~.sharding.ShardSampler` gives disjoint, equal-size shards of a fresh global shuffle each epoch.
@@ -86,7 +90,7 @@ class RecordTrainIter(_EpochIterable):
         self.batch_size, self.rank, self.world = batch_size, rank, world
         interpolation = interpolation or ("bicubic" if size >= LARGE_SIZE else "bilinear")
         args = dict(path_imgrec=rec_path, path_imgidx=idx_path, batch_size=batch_size, data_shape=(3, size, size),
-                    preprocess_threads=num_workers, shuffle=shuffle, seed=seed, seed_aug=seed * 1000 + rank,
+                    preprocess_threads=num_workers, shuffle=shuffle,
                     num_parts=world, part_index=rank, round_batch=True, dtype=dtype,
                     random_resized_crop=True, min_random_area=min_random_area, max_random_area=max_random_area,
                     min_aspect_ratio=min_aspect_ratio, max_aspect_ratio=max_aspect_ratio,
@@ -95,13 +99,26 @@ class RecordTrainIter(_EpochIterable):
                     mean_r=mean[0] * 255, mean_g=mean[1] * 255, mean_b=mean[2] * 255,
                     std_r=std[0] * 255, std_g=std[1] * 255, std_b=std[2] * 255)
         args.update(kwargs)
-        self.iter_args = args
-        self._iter = mx.io.ImageRecordIter(**args)
+        self.iter_args, self.seed = args, seed
         self.wraps = 0  # how often a short shard wrapped around (diagnostics)
+        self._iter = None
+        self.set_epoch(0)
+
+    def epoch_seeds(self, epoch):
+        """``(shuffle seed, augmentation seed)`` of ``epoch``: a function of (seed, epoch, rank) only."""
+        base = (self.seed * 1_000_003 + epoch * 7_919) % 2 ** 31
+        return base, (base * 1_000 + self.rank) % 2 ** 31
+
+    def set_epoch(self, epoch):
+        """Start the next ``for`` loop at ``epoch`` (e.g. when resuming): a fresh iterator with that epoch's seeds."""
+        self.epoch = int(epoch)
+        seed, seed_aug = self.epoch_seeds(self.epoch)
+        self._iter = None  # free the previous iterator's threads and buffers first
+        self._iter = mx.io.ImageRecordIter(**{**self.iter_args, "seed": seed, "seed_aug": seed_aug})
+        self._fresh = True
 
     def _next_epoch(self):
-        self.epoch += 1
-        self._iter.reset()
+        self.set_epoch(self.epoch + 1)
 
     def _batches(self):
         for _ in range(self.steps):

@@ -1,9 +1,13 @@
 """The training loop: builds model, data, optimizer from an argparse namespace, trains, evaluates, checkpoints.
 
 Every rank runs the same number of steps per epoch (Horovod would hang otherwise); rank 0 alone writes files and
-shows progress. Per-epoch reseeding (from ``--seed``, epoch and rank) makes a resumed run draw the same random
-numbers (mixup, DropBlock, initialisation) as an uninterrupted one from the checkpoint epoch on.
+shows progress. Everything random in epoch E is seeded from (``--seed``, E, rank) alone: the data order and
+augmentation (the input pipeline is re-seeded per epoch), mixup, DropBlock and dropout masks. With the optimizer
+state and schedule position restored from the checkpoint, a run killed and resumed ends with the same weights as
+an uninterrupted one (bit-identical batches need ``--data-nthreads 1``; see :mod:`resnest_gluon.data.train`).
 """
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,17 +22,53 @@ from ..data import MixupLabelSmoothing, RecordTrainIter, RecordTrainLoader, ValR
 from ..distributed import Distributed
 from ..dropblock import set_drop_prob
 from ..evaluation import evaluate
-from ..zoo import DataConfig, classes_in_params, get_model
+from ..zoo import classes_in_params, get_config, get_model, load_weights
 from .checkpoint import CheckpointManager, latest_checkpoint
 from .metrics_log import MetricsLog, plot_curves
 from .optim import apply_no_wd, dropblock_prob_at, optimizer_params
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "param_digest"]
+__all__ = ["train", "TrainingDiverged", "ResumeMismatch", "param_digest", "resolve_model_defaults",
+           "eval_data_config", "check_resume", "FIXED_ON_RESUME"]
+
+# Settings a checkpoint only makes sense with: its weights (model, classes), its optimizer state (optimizer), and
+# its update count, which the schedule turns into epochs through world x batch size x steps per epoch. The other
+# hyperparameters (lr, schedule, epochs, momentum, wd, seed) are taken from the resuming command.
+FIXED_ON_RESUME = ("model", "num_classes", "world", "batch_size", "steps_per_epoch", "optimizer")
+# Recorded in each checkpoint's JSON (what produced it).
+RUN_SETTINGS = FIXED_ON_RESUME + ("num_epochs", "lr", "lr_mode", "lr_decay", "lr_decay_epoch", "warmup_epochs",
+                                  "warmup_lr", "momentum", "wd", "no_wd", "seed", "input_size")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is left untouched."""
+    """The loss or the weights became NaN/inf; the last good checkpoint is left untouched."""
+
+
+class ResumeMismatch(ValueError):
+    """``--resume`` found a checkpoint made with other run settings (world size, batch size, schedule, ...)."""
+
+
+def resolve_model_defaults(args):
+    """Fills the model-dependent defaults left as None: ``input_size`` (the model's official training size) and
+    ``final_drop`` (the model's own, 0.2 for resnest200/269)."""
+    cfg = get_config(args.model)
+    if args.input_size is None:
+        args.input_size = cfg.train_input_size
+    if args.final_drop is None:
+        args.final_drop = cfg.arch.get("final_drop", 0.0)
+    return args
+
+
+def eval_data_config(args):
+    """The validation transform (call before :func:`resolve_model_defaults`): the model's data config (size,
+    crop_pct, interpolation), with ``--input-size`` / ``--crop-ratio`` replacing size / crop_pct when given, exactly as ``scripts/verify.py --crop-size/--crop-ratio``
+    does, so both report the same accuracy for the same weights."""
+    changes = {}
+    if args.input_size is not None:
+        changes["input_size"] = args.input_size
+    if args.crop_ratio is not None:
+        changes["crop_pct"] = args.crop_ratio
+    return dataclasses.replace(get_config(args.model).data, **changes)
 
 
 def seed_everything(seed, epoch, rank):
@@ -63,7 +103,10 @@ def build_net(args, ctx):
         net = get_model(args.model, classes=file_classes, **kwargs)
         net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
         _forward_once(net, args, ctx)
-        net.load_parameters(args.resume_params, ctx=ctx, allow_missing=True, ignore_extra=True)
+        try:  # every weight must fit: a file of another model is an error, not a silently partial load
+            load_weights(net, args.resume_params, ctx=ctx)
+        except ValueError as err:
+            raise ValueError(f"--resume-params: {err}") from None
         if file_classes != args.num_classes:  # fine-tuning on another label set: fresh classifier
             net.reset_classifier(args.num_classes, ctx=ctx)
     else:
@@ -92,6 +135,25 @@ def build_train_data(args, dist):
     return RecordTrainIter(args.rec_train, args.rec_train_idx, data_shape=args.input_size, **common)
 
 
+def _trainable(net):
+    return [(name, p) for name, p in sorted(net._collect_params_with_prefix().items()) if p.grad_req != "null"]
+
+
+def all_finite(net):
+    """Whether every trainable weight is finite (checked before each checkpoint: only good weights are saved)."""
+    return all(bool(mx.nd.contrib.isfinite(p.data()).min().asscalar()) for _, p in _trainable(net))
+
+
+def average_running_stats(net, dist):
+    """Averages the BatchNorm running mean/var over ranks (each rank saw only its shard), so the checkpoint and
+    training-time validation use the same statistics on every rank, the ones ``scripts/verify.py`` then sees."""
+    if dist.hvd is None:
+        return
+    for name, p in sorted(net._collect_params_with_prefix().items()):
+        if name.endswith(("running_mean", "running_var")):
+            dist.hvd.allreduce_(p.data(), average=True, name=f"bn_stats.{name}")
+
+
 def param_digest(net):
     """SHA-256 and per-parameter sums of the trainable parameters (sorted by name), to compare ranks after
     synchronous training: the sums agree to float tolerance (the allreduce may round differently per rank in the
@@ -99,9 +161,7 @@ def param_digest(net):
     h = hashlib.sha256()
     total = 0.0
     sums = []
-    for name, p in sorted(net._collect_params_with_prefix().items()):
-        if p.grad_req == "null":
-            continue
+    for name, p in _trainable(net):
         arr = p.data().asnumpy().astype(np.float32)
         h.update(name.encode())
         h.update(arr.tobytes())
@@ -112,15 +172,31 @@ def param_digest(net):
 
 def validate(net, args, dist, ctx):
     """Top-1/top-5 accuracy and image count over the whole validation set (all ranks together)."""
-    val = ValRecordIter(args.rec_val, DataConfig(args.input_size, args.crop_ratio), idx_path=args.rec_val_idx,
+    val = ValRecordIter(args.rec_val, args.eval_data, idx_path=args.rec_val_idx,
                         batch_size=args.batch_size, num_workers=args.data_nthreads, rank=dist.rank,
                         world=dist.world, dtype=args.dtype)
     res = evaluate(net, val, ctx, args.num_classes, dist)
     return res.top1_correct / max(res.images, 1), res.topk_correct / max(res.images, 1), res.images
 
 
+def check_resume(ckpt, current):
+    """Raises :class:`ResumeMismatch` naming every setting of ``FIXED_ON_RESUME`` that differs from the checkpoint's
+    (no rescaling: a schedule position in updates means other epochs under another world or batch size)."""
+    stored = ckpt.get("run") or {k: ckpt[k] for k in FIXED_ON_RESUME if k in ckpt}  # older checkpoints: top level
+    names = {"world": "world size (processes)", "steps_per_epoch": "steps per epoch"}
+    diffs = [f"{names.get(k, '--' + k.replace('_', '-'))} {stored[k]!r} in the checkpoint, {current[k]!r} now"
+             for k in FIXED_ON_RESUME if k in stored and stored[k] != current[k]]
+    if diffs:
+        raise ResumeMismatch(f"--resume: {ckpt['meta_path']} does not fit this run: {'; '.join(diffs)}. Resume "
+                             f"with the same model, classes, optimizer, batch size, data and number of processes, "
+                             f"or start a new run from its weights with --resume-params {ckpt['params']}")
+
+
 def train(args):
     """Runs the whole recipe described by ``args`` (see ``scripts/train_imagenet.py``); returns a summary dict."""
+    args = copy.copy(args)  # the caller's namespace keeps its None defaults
+    args.eval_data = eval_data_config(args)
+    resolve_model_defaults(args)
     dist = Distributed()
     args._local_rank = dist.local_rank
     ctx = resolve_context(args)
@@ -146,6 +222,8 @@ def train(args):
     trainer = dist.trainer(params, args.optimizer,
                            optimizer_params(args.optimizer, scheduler, args.momentum, args.wd, args.dtype))
 
+    run = {k: getattr(args, k) for k in RUN_SETTINGS if hasattr(args, k)}
+    run.update(world=dist.world, steps_per_epoch=steps)
     start_epoch = 0
     if args.resume:
         ckpt = latest_checkpoint(args.resume)
@@ -153,8 +231,11 @@ def train(args):
             if dist.is_root:
                 print(f"--resume {args.resume}: no complete checkpoint there, starting from epoch 0")
         else:
+            check_resume(ckpt, run)
             net.load_parameters(ckpt["params"], ctx=ctx)
-            trainer.load_states(ckpt["states"])
+            trainer.load_states(ckpt["states"])  # momenta and update count; the rest from this command's flags:
+            opt = trainer._optimizer
+            opt.lr_scheduler, opt.momentum, opt.wd = scheduler, args.momentum, args.wd
             start_epoch = int(ckpt["epoch"])
             if dist.is_root:
                 print(f"resumed from {ckpt['meta_path']} (epoch {start_epoch}, update {ckpt['num_update']})")
@@ -174,20 +255,27 @@ def train(args):
                                               ctx, log))
         stats = summary["epochs"][-1]
         last = epoch + 1 == args.num_epochs
-        if args.rec_val and ((epoch + 1) % args.eval_frequency == 0 or last):
+        save = (epoch + 1) % args.save_frequency == 0 or last
+        evaluate_now = args.rec_val and ((epoch + 1) % args.eval_frequency == 0 or last)
+        if save or evaluate_now:
+            average_running_stats(net, dist)
+        if save and not all_finite(net):  # same weights on every rank: all ranks stop here together
+            raise TrainingDiverged(f"weights became NaN/inf during epoch {epoch + 1} (its losses were finite); "
+                                   f"not saving it, the last good checkpoint in {args.save_dir} is kept")
+        if evaluate_now:
             stats["val_top1"], stats["val_top5"], stats["val_images"] = validate(net, args, dist, ctx)
         if dist.is_root:
             log.write("epoch", **stats)
             plot_curves(log.path, os.path.join(args.save_dir, "curves.png"))
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()}))
-            if (epoch + 1) % args.save_frequency == 0 or last:
-                saver.save(epoch + 1, net, trainer, seed=args.seed, model=args.model, num_classes=args.num_classes,
-                           num_update=int(trainer._optimizer.num_update), base_lr=base_lr, world=dist.world,
-                           steps_per_epoch=steps)
+            if save:
+                saver.save(epoch + 1, net, trainer, run=run, num_update=int(trainer._optimizer.num_update),
+                           base_lr=base_lr)
     if args.param_digest:
         digest = {"rank": dist.rank, **param_digest(net)}
         with open(os.path.join(args.save_dir, f"param-digest-rank{dist.rank}.json"), "w") as f:
             json.dump(digest, f)
+        net.save_parameters(os.path.join(args.save_dir, f"final-rank{dist.rank}.params"))
     summary["param_digest"] = param_digest(net)
     return summary
 
@@ -198,8 +286,7 @@ def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, c
     drop = dropblock_prob_at(epoch, args.num_epochs, args.dropblock_prob)
     if args.dropblock_prob > 0:
         set_drop_prob(net, drop)
-    if hasattr(data, "set_epoch"):
-        data.set_epoch(epoch)
+    data.set_epoch(epoch)
     bar = None
     if dist.is_root:
         from tqdm import tqdm

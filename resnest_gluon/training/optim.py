@@ -28,8 +28,9 @@ def optimizer_params(optimizer, lr_scheduler, momentum=0.9, wd=1e-4, dtype="floa
 
 
 def dropblock_prob_at(epoch, num_epochs, final_prob):
-    """DropBlock probability for ``epoch`` (0-based): linear from 0 at the first epoch to ``final_prob`` at the last,
-    so regularisation grows as the network starts to fit."""
+    """DropBlock probability for ``epoch`` (0-based): ``final_prob * (epoch + 1) / num_epochs``, GluonCV's
+    ``DropBlockScheduler(net, 0, final_prob, num_epochs)`` of the official recipe: regularisation grows as the
+    network starts to fit, reaching ``final_prob`` in the last epoch."""
     if final_prob <= 0:
         return 0.0
-    return final_prob * epoch / max(num_epochs - 1, 1)
+    return final_prob * (epoch + 1) / num_epochs

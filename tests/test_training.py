@@ -1,15 +1,30 @@
-"""Unit tests of the training building blocks: LR schedule, no-wd selection, DropBlock ramp, checkpoints."""
+"""Unit tests of the training building blocks: LR schedule, no-wd selection, DropBlock ramp, checkpoints,
+per-epoch seeding of the input pipeline, recipe defaults and the resume check."""
 import json
 import math
 import os
 
+import importlib.util
+import sys
+
 import mxnet as mx
+import numpy as np
 import pytest
 
-from resnest_gluon.atomic import atomic_write
-from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,
+sys.path.insert(0, os.path.dirname(__file__))
+import recgen  # noqa: E402
+from resnest_gluon.atomic import atomic_write  # noqa: E402
+from resnest_gluon.data import RecordTrainIter  # noqa: E402
+from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,  # noqa: E402
                                     dropblock_prob_at, latest_checkpoint, plot_curves)
-from resnest_gluon.zoo import get_model
+from resnest_gluon.training.loop import (ResumeMismatch, check_resume, eval_data_config,  # noqa: E402
+                                         resolve_model_defaults)
+from resnest_gluon.zoo import get_config, get_model  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location(
+    "train_script", os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "train_imagenet.py"))
+train_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_script)
 
 
 def test_warmup_then_cosine():
@@ -128,3 +143,66 @@ def test_trainer_states_carry_the_schedule_position(tmp_path):
                            {"lr_scheduler": build_lr_scheduler("cosine", 0.1, 2, 5, warmup_epochs=1)}, kvstore=None)
     tr2.load_states(str(tmp_path / "s"))
     assert tr2._optimizer.num_update == 7 and tr2.learning_rate == pytest.approx(tr.learning_rate)
+
+
+def _labels_of_epoch(it):
+    return np.concatenate([y.asnumpy() for _, y in it])
+
+
+def test_record_iter_epoch_depends_on_seed_epoch_rank_not_on_history(tmp_path):
+    """Resume relies on this: epoch 2 of a fresh iterator (set_epoch) equals epoch 2 reached by iterating."""
+    rec, idx, _ = recgen.make_rec(str(tmp_path / "d"), 40, seed=1)
+    make = lambda: RecordTrainIter(rec, idx, batch_size=4, data_shape=32, num_workers=1, rank=1, world=2,  # noqa
+                                   seed=3)
+    walked = make()
+    epochs = [_labels_of_epoch(walked) for _ in range(3)]
+    jumped = make()
+    jumped.set_epoch(2)
+    x_jumped = np.concatenate([x.asnumpy() for x, _ in jumped])
+    walked.set_epoch(2)
+    x_walked = np.concatenate([x.asnumpy() for x, _ in walked])
+    assert np.array_equal(x_jumped, x_walked)  # same order and same augmentation
+    again = make()
+    again.set_epoch(2)
+    assert np.array_equal(_labels_of_epoch(again), epochs[2])
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+
+
+def test_recipe_defaults_and_readable_wd_switches():
+    base = ["--rec-train", __file__]
+    args = train_script.parse_args(base)
+    assert (args.dropblock_prob, args.final_drop, args.input_size, args.crop_ratio, args.no_wd) == \
+        (0.1, None, None, None, True)
+    assert train_script.parse_args(base + ["--wd-all"]).no_wd is False
+    assert train_script.parse_args(base + ["--no-wd"]).no_wd is True
+    assert train_script.parse_args(base + ["--no-no-wd"]).no_wd is False  # the old spelling still works
+
+
+@pytest.mark.parametrize("model, train_size, final_drop", [("resnest50", 224, 0.0), ("resnest101", 224, 0.0),
+                                                            ("resnest200", 256, 0.2), ("resnest269", 320, 0.2)])
+def test_model_defaults_fill_size_and_final_dropout(model, train_size, final_drop):
+    args = train_script.parse_args(["--rec-train", __file__, "--model", model])
+    evaluated = eval_data_config(args)
+    resolve_model_defaults(args)
+    assert (args.input_size, args.final_drop) == (train_size, final_drop)
+    assert evaluated == get_config(model).data  # validation as scripts/verify.py: the model's own protocol
+
+
+def test_eval_config_follows_given_size_and_ratio_like_verify():
+    args = train_script.parse_args(["--rec-train", __file__, "--model", "resnest269", "--input-size", "64",
+                                    "--crop-ratio", "0.9"])
+    cfg = eval_data_config(args)
+    assert (cfg.input_size, cfg.crop_pct, cfg.interpolation) == (64, 0.9, "bicubic")
+
+
+def test_resume_check_names_each_difference():
+    ckpt = {"meta_path": "d/ckpt-0002.json", "params": "d/ckpt-0002.params",
+            "run": {"model": "resnest14", "num_classes": 10, "world": 2, "batch_size": 8, "steps_per_epoch": 9,
+                    "optimizer": "nag", "lr": 0.1}}
+    same = dict(ckpt["run"], lr=0.5)  # a new learning rate is allowed: it applies from the restored update on
+    check_resume(ckpt, same)
+    with pytest.raises(ResumeMismatch) as err:
+        check_resume(ckpt, dict(same, world=4, batch_size=4, steps_per_epoch=4))
+    msg = str(err.value)
+    assert "world size (processes) 2 in the checkpoint, 4 now" in msg and "--batch-size 8 in the checkpoint, 4 now" \
+        in msg and "steps per epoch 9 in the checkpoint, 4 now" in msg and "--resume-params d/ckpt-0002.params" in msg

@@ -1,0 +1,567 @@
+#!/usr/bin/env python
+"""The whole system, end to end, on a dataset it draws itself: the one command of the README (``make demo``).
+
+    .venv/bin/python scripts/demo.py --out out/demo           # about 8 minutes on 2 CPU cores
+    .venv/bin/python scripts/demo.py --out /tmp/demo --quick  # every step, tiny and fast (what the tests run)
+
+Steps: check the environment; draw a 10-class shape dataset (class-per-folder JPEGs, train/val); pack it with
+``python -m recordio_tools``; train ResNeSt-14 with ``horovodrun --gloo -np 2`` and the recipe's features
+(cosine + warm-up, label smoothing, mixup switched off for the last epochs, no weight decay on BN/bias);
+re-measure the last checkpoint with ``scripts/verify.py`` and stop if its top-1 differs from training's last
+validation; ``scripts/predict.py`` on a few validation images; ``benchmarks/latency.py``; write ``report.md`` with
+PNGs. Every step runs the project's command-line tools as a user would, shows their output live, and stops the
+demo with the tail of their stderr when they fail (full logs in OUT/logs/).
+
+The output folder is deleted first (a run never reuses old results) -- only if it is empty or was made by this
+script (it carries a ``.resnest-demo`` marker file).
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)  # not resolved: .venv/bin, where horovodrun lives too
+MARKER = ".resnest-demo"
+MODEL = "resnest14"
+WORLD = 2  # Horovod processes, one core each
+CROP_RATIO = 0.875  # evaluation centre crop: the same for training's validation and verify.py
+BUDGET_S = 600
+
+
+@dataclass
+class Settings:
+    """Sizes and recipe of one demo run; measured on 2 shared cores to reach >= 90 % val top-1 in budget."""
+
+    train_per_class: int = 300
+    val_per_class: int = 60
+    image_size: int = 64  # generated JPEGs
+    input_size: int = 48  # training crop and evaluation size
+    batch_size: int = 32  # per Horovod process
+    epochs: int = 8
+    lr: float = 0.05  # per process (x2 processes)
+    warmup_epochs: int = 1
+    mixup_off_epoch: int = 2
+    label_smoothing: float = 0.1
+    predict_images: int = 10
+    latency_warmup: int = 3
+    latency_iters: int = 10
+    seed: int = 0
+
+
+QUICK = Settings(train_per_class=32, val_per_class=8, input_size=32, batch_size=16, epochs=2, lr=0.01, warmup_epochs=1,
+                 mixup_off_epoch=1, predict_images=4, latency_warmup=1, latency_iters=1)
+
+
+class DemoError(Exception):
+    """A failed step: printed as the reason the demo stopped, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------------- running
+
+class Steps:
+    """Prints a numbered header per step and its wall time; keeps the times for the report."""
+
+    def __init__(self, total):
+        self.total, self.done, self.times = total, 0, []
+        self.start = time.time()
+
+    @contextmanager
+    def __call__(self, title):
+        self.done += 1
+        n = self.done
+        print(f"\n=== [{n}/{self.total}] {title} ===", flush=True)
+        tic = time.time()
+        try:
+            yield
+        except DemoError as err:
+            raise DemoError(f"step {n}/{self.total} ({title}) failed after {time.time() - tic:.1f} s: {err}") \
+                from None
+        seconds = time.time() - tic
+        self.times.append((title, seconds))
+        print(f"--- [{n}/{self.total}] {title}: {seconds:.1f} s", flush=True)
+
+    def elapsed(self):
+        return time.time() - self.start
+
+
+def _pump(src, dst, log, tail):
+    """Copies a child's stream to our console and its log as it arrives (tqdm's \\r bars keep working)."""
+    while True:
+        chunk = os.read(src.fileno(), 65536)
+        if not chunk:
+            break
+        dst.write(chunk)
+        dst.flush()
+        log.write(chunk)
+        if tail is not None:
+            tail.append(chunk)
+            while sum(map(len, tail)) > 32768 and len(tail) > 1:
+                tail.pop(0)
+
+
+def stderr_tail(data, lines=25):
+    """The last ``lines`` non-empty lines, with progress-bar redraws (\\r) as separate lines."""
+    text = data.decode("utf-8", "replace").replace("\r", "\n")
+    kept = [line for line in text.split("\n") if line.strip()]
+    return "\n".join("    " + line for line in kept[-lines:])
+
+
+def run(cmd, logs, name, threads=None):
+    """Runs ``cmd`` from the repo root, streaming its output live and into ``logs/name.{out,err}.log``.
+
+    ``threads`` sets OMP_NUM_THREADS for the child. A non-zero exit raises :class:`DemoError` with the command, the
+    exit status and the tail of its stderr. Ctrl-C stops the child's whole process group (horovodrun's ranks too).
+    """
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    shown = " ".join(os.path.relpath(c, REPO) if os.path.isabs(c) and c.startswith(REPO) else c for c in cmd)
+    print(f"$ {shown}", flush=True)
+    out_path, err_path = (os.path.join(logs, f"{name}.{s}.log") for s in ("out", "err"))
+    tail = []
+    with open(out_path, "wb") as out_log, open(err_path, "wb") as err_log:
+        try:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        except OSError as err:
+            raise DemoError(f"cannot start {cmd[0]}: {err}") from None
+        pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout.buffer, out_log, None)),
+                 threading.Thread(target=_pump, args=(proc.stderr, sys.stderr.buffer, err_log, tail))]
+        for t in pumps:
+            t.start()
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        finally:
+            for t in pumps:
+                t.join()
+    if code != 0:
+        raise DemoError(f"`{shown}` exited with status {code}. Last lines of its stderr:\n{stderr_tail(b''.join(tail))}"
+                        f"\n  full output: {out_path} and {err_path}")
+
+
+def prepare_out(out):
+    """Deletes ``out`` if it is a previous demo's (or empty), recreates it with the marker."""
+    out = os.path.abspath(out)
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.exists(os.path.join(out, MARKER)):
+            raise DemoError(f"refusing to delete {out}: it is not empty and was not made by scripts/demo.py "
+                            f"(no {MARKER} file); pass a new or empty folder as --out")
+        shutil.rmtree(out)
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise DemoError(f"--out {out} exists and is not a folder")
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    open(os.path.join(out, MARKER), "w").close()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- steps
+
+def check_environment():
+    """Fails early and clearly when the pieces the later steps launch are missing."""
+    horovodrun = os.path.join(BIN, "horovodrun")
+    if not os.path.exists(horovodrun):
+        raise DemoError(f"{horovodrun} not found: build the environment first (make env, or tools/setup_env.sh)")
+    try:
+        import horovod
+        import matplotlib
+        import mxnet as mx
+    except ImportError as err:
+        raise DemoError(f"{err} in {sys.executable}: build the environment first (make env)") from None
+    info = {"python": platform.python_version(), "mxnet": mx.__version__, "numpy": np.__version__,
+            "horovod": horovod.__version__, "matplotlib": matplotlib.__version__, "cpus": os.cpu_count(),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform()}
+    for k, v in info.items():
+        print(f"  {k:<14} {v}")
+    if info["loadavg_start"][0] > info["cpus"]:
+        print(f"  note: the machine is busy (load {info['loadavg_start'][0]} on {info['cpus']} cores): "
+              f"the steps will take longer than usual")
+    return info, horovodrun
+
+
+def make_data(out, s):
+    from tqdm import tqdm
+
+    from resnest_gluon.demo_data import CLASSES, make_dataset
+
+    root = os.path.join(out, "data", "images")
+    total = len(CLASSES) * (s.train_per_class + s.val_per_class)
+    with tqdm(total=total, desc="drawing", unit="img", dynamic_ncols=True) as bar:
+        summary = make_dataset(root, s.train_per_class, s.val_per_class, s.image_size, s.seed,
+                               progress=lambda done, _: bar.update(1))
+    print(f"{summary.total} JPEGs, {len(summary.classes)} classes ({', '.join(summary.classes)}), "
+          f"{s.train_per_class} train + {s.val_per_class} val per class, {s.image_size} px, seed {s.seed}: {root}")
+    return summary
+
+
+def pack(out, s, logs):
+    """make-list + pack + check for each split; returns the classes and both pack reports."""
+    images, rec = os.path.join(out, "data", "images"), os.path.join(out, "data", "rec")
+    os.makedirs(rec, exist_ok=True)
+    tool = [sys.executable, "-m", "recordio_tools"]
+    reports = {}
+    for split in ("train", "val"):
+        tree, prefix = os.path.join(images, split), os.path.join(rec, split)
+        # training shards are blocks of the file: shuffle it so every block holds every class
+        shuffle = ["--shuffle", "--seed", str(s.seed)] if split == "train" else []
+        run(tool + ["make-list", tree, prefix, *shuffle], logs, f"make-list-{split}")
+        run(tool + ["pack", prefix + ".lst", prefix, "--root", tree, "--pass-through", "--no-progress"], logs,
+            f"pack-{split}")
+        with open(prefix + ".report.json") as f:
+            reports[split] = json.load(f)
+        if reports[split]["skipped_count"] or reports[split]["packed"] != reports[split]["listed"]:
+            raise DemoError(f"pack skipped images of the generated {split} set: see {prefix}.report.json")
+    classes = [open(os.path.join(rec, f"{sp}_classes.txt")).read().split() for sp in ("train", "val")]
+    if classes[0] != classes[1]:
+        raise DemoError(f"train and val have different class lists: {classes[0]} vs {classes[1]}")
+    for split in ("train", "val"):
+        run(tool + ["check", os.path.join(rec, split), "--num-classes", str(len(classes[0])), "--no-progress"],
+            logs, f"check-{split}")
+    return classes[0], reports
+
+
+def train(out, s, logs, horovodrun, num_classes):
+    save_dir = os.path.join(out, "train")
+    rec = os.path.join(out, "data", "rec")
+    cmd = [horovodrun, "--gloo", "-np", str(WORLD), "-H", f"localhost:{WORLD}", sys.executable,
+           os.path.join(REPO, "scripts", "train_imagenet.py"),
+           "--rec-train", os.path.join(rec, "train.rec"), "--rec-val", os.path.join(rec, "val.rec"),
+           "--model", MODEL, "--num-classes", str(num_classes), "--input-size", str(s.input_size),
+           "--crop-ratio", str(CROP_RATIO), "--batch-size", str(s.batch_size), "--num-epochs", str(s.epochs),
+           "--lr", str(s.lr), "--lr-mode", "cosine", "--warmup-epochs", str(s.warmup_epochs),
+           "--label-smoothing", str(s.label_smoothing), "--mixup", "--mixup-off-epoch", str(s.mixup_off_epoch),
+           "--no-wd", "--no-auto-aug", "--dropblock-prob", "0", "--final-drop", "0", "--seed", str(s.seed),
+           "--eval-frequency", "1", "--save-frequency", str(max(1, s.epochs // 2)), "--log-interval", "5",
+           "--no-cuda", "--data-nthreads", "1", "--save-dir", save_dir]
+    run(cmd, logs, "train", threads=1)  # 2 ranks x 1 OpenMP thread on 2 cores
+    epochs = read_epochs(os.path.join(save_dir, "metrics.jsonl"))
+    last = epochs[-1] if epochs else {}
+    if last.get("epoch") != s.epochs or "val_top1" not in last:
+        raise DemoError(f"{save_dir}/metrics.jsonl has no validation of the final epoch {s.epochs}")
+    params = last_checkpoint(save_dir)
+    print(f"last validation (epoch {last['epoch']}): top-1 {last['val_top1']:.2%}, top-5 {last['val_top5']:.2%} "
+          f"of {last['val_images']} images; checkpoint {params}")
+    return {"command": cmd, "save_dir": save_dir, "epochs": epochs, "params": params}
+
+
+def read_epochs(path):
+    if not os.path.isfile(path):
+        raise DemoError(f"training wrote no metrics log {path}")
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r.get("event") == "epoch"]
+
+
+def last_checkpoint(save_dir):
+    """The .params of the newest checkpoint, from its JSON (which training writes last, once the files are whole)."""
+    metas = sorted(f for f in os.listdir(save_dir) if f.startswith("ckpt-") and f.endswith(".json"))
+    if not metas:
+        raise DemoError(f"training left no checkpoint in {save_dir}")
+    with open(os.path.join(save_dir, metas[-1])) as f:
+        meta = json.load(f)
+    return os.path.join(save_dir, meta["files"]["params"][0])
+
+
+def verify(out, s, logs, trained, num_classes):
+    """verify.py on the val .rec; its top-1 must be training's last validation top-1, image for image."""
+    path = os.path.join(out, "verify.json")
+    run([sys.executable, os.path.join(REPO, "scripts", "verify.py"),
+         "--rec-val", os.path.join(out, "data", "rec", "val.rec"), "--model", MODEL, "--params", trained["params"],
+         "--num-classes", str(num_classes), "--crop-size", str(s.input_size), "--crop-ratio", str(CROP_RATIO),
+         "--batch-size", str(s.batch_size), "--num-workers", "1", "--json", path], logs, "verify", threads=2)
+    with open(path) as f:
+        result = json.load(f)
+    last = trained["epochs"][-1]
+    train_correct = round(last["val_top1"] * last["val_images"])
+    print(f"verify.py: top-1 {result['top1']:.2%} ({result['top1_correct']}/{result['images']}), "
+          f"top-5 {result['top5']:.2%} ({result['top5_correct']}/{result['images']})")
+    print(f"training's last validation: top-1 {last['val_top1']:.2%} ({train_correct}/{last['val_images']})")
+    if result["images"] != last["val_images"] or result["top1_correct"] != train_correct:
+        raise DemoError(f"verify.py's top-1 {result['top1_correct']}/{result['images']} differs from training's "
+                        f"last validation {train_correct}/{last['val_images']}: the evaluation protocols disagree")
+    print("equal: verify.py reproduces training's validation exactly")
+    return result
+
+
+def pick_samples(out, classes, n, seed):
+    """``n`` validation images of ``n`` different classes (spread over the class list), seeded."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int):
+        folder = os.path.join(out, "data", "images", "val", classes[c])
+        files = sorted(os.listdir(folder))
+        picks.append((os.path.join(folder, files[rng.integers(len(files))]), classes[c]))
+    return picks
+
+
+def predict(out, logs, trained, classes, samples):
+    path = os.path.join(out, "predict.json")
+    run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), *[p for p, _ in samples], "--model", MODEL,
+         "--params", trained["params"], "--classes", os.path.join(out, "data", "rec", "train_classes.txt"),
+         "--topk", "3", "--json", path], logs, "predict", threads=2)
+    with open(path) as f:
+        result = json.load(f)
+    right = sum(p["top"][0]["class"] == truth for p, (_, truth) in zip(result["predictions"], samples))
+    print(f"{right} of {len(samples)} sample images predicted correctly")
+    return result
+
+
+def latency(out, s, logs):
+    folder = os.path.join(out, "latency")
+    run([sys.executable, os.path.join(REPO, "benchmarks", "latency.py"), "--models", f"{MODEL}@{s.input_size}",
+         "--batch-size", "1", "16", "--warmup", str(s.latency_warmup), "--iters", str(s.latency_iters),
+         "--threads", "2", "--out", folder], logs, "latency")
+    with open(os.path.join(folder, "latency.json")) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def samples_png(out, classes, per_class=8):
+    """A grid of training images, one row per class, labelled: what the network is asked to tell apart."""
+    from PIL import Image
+    plt = _pyplot()
+    root = os.path.join(out, "data", "images", "train")
+    cols = min(per_class, len(os.listdir(os.path.join(root, classes[0]))))
+    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 1.1, len(classes) * 1.1), squeeze=False)
+    for r, name in enumerate(classes):
+        files = sorted(os.listdir(os.path.join(root, name)))[:cols]
+        for c, ax in enumerate(axes[r]):
+            ax.imshow(Image.open(os.path.join(root, name, files[c])))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("training images, one row per class (colours, position, scale, background: random)", fontsize=9)
+    fig.tight_layout()
+    path = os.path.join(out, "samples.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def predictions_png(out, samples, predictions):
+    from PIL import Image
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(samples), figsize=(len(samples) * 1.7, 2.3), squeeze=False)
+    for ax, (path, truth), pred in zip(axes[0], samples, predictions["predictions"]):
+        top = pred["top"][0]
+        ax.imshow(Image.open(path))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ok = top["class"] == truth
+        ax.set_title(f"true: {truth}\npred: {top['class']}\n{top['probability']:.0%}", fontsize=8,
+                     color="green" if ok else "red")
+    fig.tight_layout()
+    path = os.path.join(out, "predictions.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _pct(x):
+    return "-" if x is None else f"{x:.2%}"
+
+
+def write_report(out, s, quick, env, data, classes, reports, trained, verified, predicted, samples, lat, steps):
+    """report.md (+ summary.json): what ran, the numbers, and the pictures, for a person to read."""
+    last = trained["epochs"][-1]
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    total = steps.elapsed()
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    lines = [
+        "# ResNeSt end-to-end demo",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} with `scripts/demo.py{' --quick' if quick else ''}` "
+        f"on {env['cpus']} CPU cores (load average {env['loadavg_start'][0]} at the start, {load_end[0]} at the "
+        f"end; Python {env['python']}, MXNet {env['mxnet']}, Horovod {env['horovod']}).",
+        "",
+        f"**Validation top-1: {_pct(verified['top1'])}** ({verified['top1_correct']}/{verified['images']} images, "
+        f"top-5 {_pct(verified['top5'])}) for {MODEL} at {s.input_size} px after {s.epochs} epochs on "
+        f"{WORLD} Horovod processes. `scripts/verify.py` on the last checkpoint gives exactly training's last "
+        f"validation top-1 ({_pct(last['val_top1'])}).",
+        "",
+        f"Total wall time {total:.0f} s" + (f" (over the {BUDGET_S} s budget)" if total > BUDGET_S and not quick
+                                            else "") + ".",
+        "",
+        "| step | wall time |",
+        "| --- | --- |",
+        *[f"| {title} | {sec:.1f} s |" for title, sec in steps.times],
+        "",
+        "## 1. Dataset",
+        "",
+        f"{data.total} JPEGs drawn by `resnest_gluon/demo_data.py` (seed {s.seed}, {data.seconds:.1f} s): "
+        f"{len(classes)} shape classes, {s.train_per_class} training and {s.val_per_class} validation images per "
+        f"class, {s.image_size} x {s.image_size} px. Position, scale, rotation, mirroring, foreground and "
+        "background colours, background texture, noise, blur and clutter strokes are random and independent of "
+        "the class, so only the outline tells the classes apart (the tests check that mean colour does not).",
+        "",
+        "![training samples](samples.png)",
+        "",
+        "## 2. RecordIO",
+        "",
+        "`python -m recordio_tools make-list` (training list shuffled) + `pack --pass-through` + `check`:",
+        "",
+        "| split | listed | packed | skipped | .rec |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {sp} | {r['listed']} | {r['packed']} | {r['skipped_count']} | "
+          f"{rel(os.path.join(out, 'data', 'rec', sp + '.rec'))} |" for sp, r in reports.items()],
+        "",
+        "## 3. Training",
+        "",
+        f"`horovodrun --gloo -np {WORLD}` x `scripts/train_imagenet.py`, one OpenMP thread per process: "
+        f"{MODEL}, input {s.input_size} px, batch {s.batch_size} per process, NAG, lr {s.lr} per process "
+        f"(x{WORLD}), cosine schedule with {s.warmup_epochs} warm-up epoch(s), label smoothing "
+        f"{s.label_smoothing}, mixup 0.2 switched off for the last {s.mixup_off_epoch} epoch(s), no weight decay "
+        f"on BN and biases; validation every epoch (centre crop ratio {CROP_RATIO}). Full command in "
+        "`logs/train.out.log`'s first line.",
+        "",
+        "| epoch | loss | train top-1 | lr | mixup | val top-1 | val top-5 | time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {e['epoch']} | {float(e['loss']):.3f} | {_pct(e.get('train_acc'))} | {e['lr']:.4g} | "
+          f"{'on' if e.get('mixup') else 'off'} | {_pct(e.get('val_top1'))} | {_pct(e.get('val_top5'))} | "
+          f"{e['time_s']:.0f} s |" for e in trained["epochs"]],
+        "",
+        "(train top-1 is measured against the mixed labels while mixup is on.)",
+        "",
+        "![training curves](curves.png)",
+        "",
+        "## 4. Verify",
+        "",
+        f"`scripts/verify.py --params {rel(trained['params'])} --crop-size {s.input_size} --crop-ratio "
+        f"{CROP_RATIO}` on `data/rec/val.rec`: top-1 {_pct(verified['top1'])}, top-5 {_pct(verified['top5'])} "
+        f"({verified['images']} images, {verified['images_per_sec']:.0f} images/s). Training's last validation: "
+        f"top-1 {_pct(last['val_top1'])} of {last['val_images']} images -- equal.",
+        "",
+        "## 5. Predictions",
+        "",
+        "`scripts/predict.py` on validation images it has not trained on (`--classes data/rec/train_classes.txt`):",
+        "",
+        "| image | true class | top-1 | probability | top-2 |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {rel(path)} | {truth} | {p['top'][0]['class']} | {p['top'][0]['probability']:.3f} | "
+          f"{p['top'][1]['class'] if len(p['top']) > 1 else '-'} |"
+          for (path, truth), p in zip(samples, predicted["predictions"])],
+        "",
+        "![predictions](predictions.png)",
+        "",
+        "## 6. Latency",
+        "",
+        f"`benchmarks/latency.py --models {MODEL}@{s.input_size} --batch-size 1 16 --threads 2` "
+        f"({lat['protocol']['iters']} timed batches after {lat['protocol']['warmup']} warm-up; "
+        f"{lat['protocol']['weights']}):",
+        "",
+        "| batch | p50 ms | p90 ms | img/s |",
+        "| --- | --- | --- | --- |",
+        *[f"| {r['batch_size']} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p90']:.1f} | "
+          f"{r['img_per_s']:.1f} |" for r in lat["results"]],
+        "",
+        "![latency](latency.png)",
+        "",
+        "## Files",
+        "",
+        "- `data/images/{train,val}/<class>/*.jpg`: the dataset; `data/rec/`: lists, .rec/.idx, pack reports",
+        f"- `train/`: checkpoints, `metrics.jsonl`, `curves.png`",
+        "- `verify.json`, `predict.json`, `latency/latency.json`, `summary.json`; `logs/`: every command's output",
+        "",
+    ]
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    summary = {"quick": quick, "settings": asdict(s), "model": MODEL, "world": WORLD, "crop_ratio": CROP_RATIO,
+               "classes": classes, "val_top1": verified["top1"], "val_top5": verified["top5"],
+               "val_top1_correct": verified["top1_correct"], "val_images": verified["images"],
+               "train_last_val_top1": last["val_top1"], "train_last_val_images": last["val_images"],
+               "params": trained["params"], "steps": [{"step": t, "seconds": sec} for t, sec in steps.times],
+               "total_seconds": total, "environment": env, "loadavg_end": load_end}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/demo", help="output folder; deleted first if a previous demo made it")
+    p.add_argument("--quick", action="store_true",
+                   help="every step on a tiny dataset for 2 epochs at 32 px (about a minute; for the tests)")
+    p.add_argument("--epochs", type=int, help=f"training epochs (default {Settings.epochs}, quick {QUICK.epochs})")
+    p.add_argument("--seed", type=int, default=0, help="dataset, split order and training seed")
+    args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    s = QUICK if args.quick else Settings()
+    s = Settings(**{**asdict(s), "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})})
+    s.mixup_off_epoch = min(s.mixup_off_epoch, s.epochs - 1)
+    steps = Steps(8)
+    try:
+        out = prepare_out(args.out)
+        logs = os.path.join(out, "logs")
+        with steps("environment"):
+            env, horovodrun = check_environment()
+        with steps("dataset: draw shapes into class folders"):
+            data = make_data(out, s)
+            classes = list(data.classes)
+            samples_png(out, classes)
+        with steps("RecordIO: make-list, pack, check"):
+            classes, reports = pack(out, s, logs)
+        with steps(f"train {MODEL} with horovodrun --gloo -np {WORLD}"):
+            trained = train(out, s, logs, horovodrun, len(classes))
+            shutil.copy(os.path.join(trained["save_dir"], "curves.png"), os.path.join(out, "curves.png"))
+        with steps("verify.py on the validation .rec"):
+            verified = verify(out, s, logs, trained, len(classes))
+        with steps("predict.py on sample validation images"):
+            samples = pick_samples(out, classes, s.predict_images, s.seed)
+            predicted = predict(out, logs, trained, classes, samples)
+        with steps("latency benchmark"):
+            lat = latency(out, s, logs)
+            shutil.copy(os.path.join(out, "latency", "latency.png"), os.path.join(out, "latency.png"))
+        with steps("report"):
+            predictions_png(out, samples, predicted)
+            report = write_report(out, s, args.quick, env, data, classes, reports, trained, verified, predicted,
+                                  samples, lat, steps)
+            print(f"wrote {report}")
+    except DemoError as err:
+        print(f"\ndemo FAILED: {err}", file=sys.stderr)
+        print(f"(after {steps.elapsed():.0f} s)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo interrupted", file=sys.stderr)
+        return 130
+    total = steps.elapsed()
+    print(f"\nvalidation top-1 {verified['top1']:.2%} (verify.py = training's last validation)")
+    print(f"report: {report}")
+    print(f"total time: {total:.1f} s ({total / 60:.1f} min)"
+          + (f" -- over the {BUDGET_S / 60:.0f}-minute budget" if total > BUDGET_S and not args.quick else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,6 +47,9 @@ def parse_args(argv=None):
     d.add_argument("--data-nthreads", "-j", type=int, default=4,
                    help="decoding threads/processes; 1 makes input batches bit-reproducible across machines")
     d.add_argument("--auto-aug", action=BOOL, default=True, help="AutoAugment (DataLoader input path)")
+    d.add_argument("--min-random-area", type=float, default=0.08,
+                   help="random-resized crop: smallest crop area as a fraction of the image (the recipe's 0.08; "
+                        "larger keeps more of small or off-centre objects)")
     d.add_argument("--num-classes", type=int, default=1000)
     m = p.add_argument_group("model")
     m.add_argument("--model", default="resnest50")
@@ -110,6 +113,8 @@ def parse_args(argv=None):
         p.error(f"--dropblock-prob must be in [0, 1), got {args.dropblock_prob}")
     if args.final_drop is not None and not 0 <= args.final_drop < 1:
         p.error(f"--final-drop must be in [0, 1), got {args.final_drop}")
+    if not 0 < args.min_random_area <= 1:
+        p.error(f"--min-random-area must be in (0, 1], got {args.min_random_area}")
     if args.input_size is not None and args.input_size < 1:
         p.error(f"--input-size must be >= 1, got {args.input_size}")
     if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:

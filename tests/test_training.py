@@ -17,8 +17,8 @@ from resnest_gluon.atomic import atomic_write  # noqa: E402
 from resnest_gluon.data import RecordTrainIter  # noqa: E402
 from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,  # noqa: E402
                                     dropblock_prob_at, latest_checkpoint, plot_curves)
-from resnest_gluon.training.loop import (ResumeMismatch, check_resume, eval_data_config,  # noqa: E402
-                                         resolve_model_defaults)
+from resnest_gluon.training.loop import (ResumeMismatch, build_train_data, check_resume,  # noqa: E402
+                                         eval_data_config, resolve_model_defaults)
 from resnest_gluon.zoo import get_config, get_model  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
@@ -176,6 +176,21 @@ def test_recipe_defaults_and_readable_wd_switches():
     assert train_script.parse_args(base + ["--wd-all"]).no_wd is False
     assert train_script.parse_args(base + ["--no-wd"]).no_wd is True
     assert train_script.parse_args(base + ["--no-no-wd"]).no_wd is False  # the old spelling still works
+
+
+def test_min_random_area_flag_reaches_both_input_pipelines(tmp_path):
+    """--min-random-area (GluonCV's name): the recipe's 0.08 by default, checked, and passed to the crop."""
+    rec, idx, _ = recgen.make_rec(str(tmp_path / "d"), 8, seed=1)
+    base = ["--rec-train", rec, "--input-size", "32", "--batch-size", "2", "--data-nthreads", "1"]
+    assert train_script.parse_args(base).min_random_area == 0.08
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(SystemExit):
+            train_script.parse_args(base + ["--min-random-area", bad])
+    dist = type("Single", (), {"rank": 0, "world": 1})()
+    args = train_script.parse_args(base + ["--min-random-area", "0.4", "--no-auto-aug"])
+    assert build_train_data(args, dist).iter_args["min_random_area"] == 0.4  # ImageRecordIter
+    args = train_script.parse_args(base + ["--min-random-area", "0.4", "--auto-aug"])
+    assert build_train_data(args, dist).transform.scale == (0.4, 1.0)  # DataLoader path (TrainTransform)
 
 
 @pytest.mark.parametrize("model, train_size, final_drop", [("resnest50", 224, 0.0), ("resnest101", 224, 0.0),

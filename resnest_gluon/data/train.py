@@ -160,7 +160,8 @@ class _SeededSampler:
 class RecordTrainLoader(_EpochIterable):
     """The training recipe on a Gluon ``DataLoader`` with ``num_workers`` processes (see :class:`TrainTransform`).
 
-    ``autoaugment=True`` runs the ImageNet AutoAugment policy before the crop. ``input_size >= 320`` crops with
+    ``autoaugment=True`` runs the ImageNet AutoAugment policy before the crop; ``min_random_area`` is the smallest
+    random-resized crop (fraction of the image area, as :class:`RecordTrainIter`'s). ``input_size >= 320`` crops with
     bicubic interpolation. ``transform`` replaces the recipe: ``f(rgb_uint8_hwc, numpy_rng) -> CHW float32``.
     ``last_batch='discard'`` (full batches, ``floor(N / (world * batch_size))`` steps) or ``'keep'``.
     """
@@ -168,9 +169,10 @@ class RecordTrainLoader(_EpochIterable):
     def __init__(self, rec_path, idx_path=None, batch_size=32, input_size=224, num_workers=4, rank=0, world=1,
                  shuffle=True, seed=0, dtype="float32", autoaugment=False, interpolation=None, jitter=0.4,
                  lighting=0.1, mean=IMAGENET_MEAN, std=IMAGENET_STD, last_batch="discard", transform=None,
-                 **loader_kwargs):
+                 min_random_area=0.08, **loader_kwargs):
         _check_world(rank, world)
-        self.transform = transform or TrainTransform(input_size, interpolation=interpolation, jitter=jitter,
+        self.transform = transform or TrainTransform(input_size, scale=(min_random_area, 1.0),
+                                                     interpolation=interpolation, jitter=jitter,
                                                      lighting=lighting, autoaugment=autoaugment, mean=mean, std=std)
         self.dataset = _AugmentedRecords(rec_path, idx_path, self.transform)
         self.num_records = len(self.dataset)

@@ -129,10 +129,12 @@ def build_train_data(args, dist):
     for flag, path in (("--rec-train", args.rec_train), ("--rec-train-idx", args.rec_train_idx)):
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"{flag}: no such file {path}")
+    min_area = getattr(args, "min_random_area", 0.08)  # --min-random-area (namespaces built by hand may lack it)
     if args.auto_aug:
         return RecordTrainLoader(args.rec_train, args.rec_train_idx, input_size=args.input_size, autoaugment=True,
-                                 **common)
-    return RecordTrainIter(args.rec_train, args.rec_train_idx, data_shape=args.input_size, **common)
+                                 min_random_area=min_area, **common)
+    return RecordTrainIter(args.rec_train, args.rec_train_idx, data_shape=args.input_size, min_random_area=min_area,
+                           **common)
 
 
 def _trainable(net):

@@ -90,10 +90,10 @@ def _luma(rgb):
 
 
 def _background(rng, size, base):
-    """Solid, gradient, stripes or blotches around the colour ``base``: texture the net must learn to ignore."""
+    """Solid, gradient, faint stripes or blotches around the colour ``base``: texture the net must learn to ignore."""
     kind = rng.integers(4)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    other = np.clip(base + rng.uniform(-60, 60, 3), 0, 255)
+    other = np.clip(base + rng.uniform(-30, 30, 3), 0, 255)
     if kind == 0:
         t = np.zeros_like(xx)
     elif kind == 1:
@@ -102,7 +102,7 @@ def _background(rng, size, base):
         t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     elif kind == 2:
         a, freq = rng.uniform(0, math.pi), rng.uniform(3, 9)
-        t = 0.5 + 0.5 * np.sin(2 * math.pi * freq * (np.cos(a) * xx + np.sin(a) * yy))
+        t = 0.5 + 0.25 * np.sin(2 * math.pi * freq * (np.cos(a) * xx + np.sin(a) * yy))  # half contrast
     else:
         coarse = rng.random((5, 5), np.float32)
         t = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC),
@@ -111,14 +111,14 @@ def _background(rng, size, base):
 
 
 def _clutter(rng, size, img):
-    """A few thin random strokes and dots in random colours, smaller than the shape."""
+    """Up to two thin random strokes and dots in random colours, much smaller than the shape."""
     layer = Image.fromarray(img.astype(np.uint8))
     draw = ImageDraw.Draw(layer)
-    for _ in range(rng.integers(0, 5)):
+    for _ in range(rng.integers(0, 3)):
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         if rng.random() < 0.5:
             x0, y0 = rng.uniform(0, size, 2)
-            length, a = rng.uniform(0.1, 0.35) * size, rng.uniform(0, 2 * math.pi)
+            length, a = rng.uniform(0.1, 0.25) * size, rng.uniform(0, 2 * math.pi)
             draw.line([(x0, y0), (x0 + length * math.cos(a), y0 + length * math.sin(a))], fill=colour, width=1)
         else:
             x0, y0 = rng.uniform(0, size, 2)
@@ -129,19 +129,19 @@ def _clutter(rng, size, img):
 
 def draw_sample(name, rng, size=64):
     """One ``size x size`` RGB uint8 image of class ``name``; every nuisance factor comes from ``rng``."""
-    radius = rng.uniform(0.2, 0.36) * size
-    margin = radius * 0.9  # the shape may touch the border a little, never leave the centre crop entirely
+    radius = rng.uniform(0.25, 0.4) * size  # the shape spans 50-80 % of the side
+    margin = radius * 0.95  # the shape may touch the border a little, never leave the centre crop entirely
     centre = rng.uniform(margin, size - margin, 2)
     mask = shape_mask(name, size, centre, radius, rng.uniform(0, 2 * math.pi), mirror=rng.random() < 0.5)
     fg = _random_colour(rng)
     bg = _random_colour(rng)
-    while abs(_luma(fg) - _luma(bg)) < 60:  # visible to a person; colours stay independent of the class
+    while abs(_luma(fg) - _luma(bg)) < 100:  # visible to a person; colours stay independent of the class
         bg = _random_colour(rng)
     img = _background(rng, size, bg)
-    fg_img = fg + rng.standard_normal((size, size, 3), np.float32) * rng.uniform(0, 12)  # some shapes are grainy
+    fg_img = fg + rng.standard_normal((size, size, 3), np.float32) * rng.uniform(0, 5)  # some shapes are grainy
     img = img * (1 - mask[..., None]) + fg_img * mask[..., None]
     img = _clutter(rng, size, img)
-    img = img + rng.standard_normal(img.shape, np.float32) * rng.uniform(2, 14)
+    img = img + rng.standard_normal(img.shape, np.float32) * rng.uniform(1, 5)
     out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     if rng.random() < 0.25:
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))

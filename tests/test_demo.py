@@ -113,6 +113,7 @@ def test_quick_demo_runs_every_step_and_leaves_a_report(quick_demo):
     for n in range(1, 9):
         assert f"=== [{n}/8]" in proc.stdout and f"--- [{n}/8]" in proc.stdout
     assert "total time:" in proc.stdout and str(out / "report.md") in proc.stdout
+    assert "--min-random-area 0.5" in proc.stdout  # crops keep the shape (the recipe's 0.08 would cut it away)
 
 
 def test_verify_top1_equals_trainings_last_validation_and_the_report_says_so(quick_demo):

@@ -3,12 +3,17 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env demo test clean-env
+.PHONY: env demo tour test clean-env
 
 env:
 	bash tools/setup_env.sh all
 
-demo: env
+demo:
+	bash tools/setup_env.sh main
+	$(PY) scripts/demo.py --out out/demo
+
+tour:
+	bash tools/setup_env.sh main
 	$(PY) scripts/model_tour.py --out out/tour
 
 test: env

@@ -14,7 +14,6 @@ latency.json (schema "resnest-gluon/latency/1"):
                                      timed_batches, ours_over_peer}} } ]      (peers only with --compare)
     order_check {"<batch>": {ours [labels by img/s], paper [same labels by paper img/s], matches}}
 """
-import json
 
 from _paper import GPU_IMG_PER_S, REFERENCE
 
@@ -82,6 +81,7 @@ def order_lines(checks):
 
 
 def write_json(path, report):
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    """The report, written atomically (imported here: this module must not load a framework at import)."""
+    from resnest_gluon.atomic import write_json as atomic_write_json
+
+    atomic_write_json(path, report)

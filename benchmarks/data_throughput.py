@@ -190,8 +190,9 @@ def main(argv=None):
     for c, v in ratios.items():
         print(f"{c} core(s): " + ", ".join(f"{k} = {x:.2f}x" for k, x in v.items()))
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "data_throughput.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    from resnest_gluon.atomic import write_json  # after the per-measurement processes: keeps this one light
+
+    write_json(os.path.join(args.out, "data_throughput.json"), report)
     _chart(report, os.path.join(args.out, "data_throughput.png"))
     print(f"wrote {os.path.join(args.out, 'data_throughput.json')} and .png")
     return report

@@ -5,10 +5,11 @@ flushed to disk, then moved onto the final name with ``os.replace``; a reader se
 On any exception (KeyboardInterrupt included) the temporary file is removed and the final name is untouched.
 """
 import contextlib
+import json
 import os
 import uuid
 
-__all__ = ["atomic_path", "atomic_write", "fsync_path"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "fsync_path"]
 
 
 def fsync_path(path):
@@ -44,3 +45,9 @@ def atomic_write(path, write):
     """Calls ``write(tmp_path)`` (e.g. ``net.save_parameters``) inside :func:`atomic_path` for ``path``."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+def write_json(path, obj, indent=2):
+    """Writes ``obj`` as JSON to ``path`` atomically (results, summaries, reports)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=indent)

@@ -497,8 +497,9 @@ def write_report(out, s, quick, env, data, classes, reports, trained, verified, 
                "train_last_val_top1": last["val_top1"], "train_last_val_images": last["val_images"],
                "params": trained["params"], "steps": [{"step": t, "seconds": sec} for t, sec in steps.times],
                "total_seconds": total, "environment": env, "loadavg_end": load_end}
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    from resnest_gluon.atomic import write_json
+
+    write_json(os.path.join(out, "summary.json"), summary, indent=1)
     return path
 
 

@@ -6,7 +6,6 @@ round-trips one model through export() / SymbolBlock.imports(). Writes the table
     python scripts/model_tour.py --out out/tour
 """
 import argparse
-import json
 import os
 import time
 
@@ -14,6 +13,7 @@ import mxnet as mx
 import numpy as np
 
 import resnest_gluon as rg
+from resnest_gluon.atomic import write_json
 
 
 def parse_args():
@@ -49,8 +49,7 @@ def main():
               f"{d.interpolation:>8} {cfg.top1 or '-':>6} {shown_speed:>7}")
     diff = export_round_trip("resnest14", os.path.join(args.out, "resnest14"))
     print(f"export/SymbolBlock.imports round trip of resnest14: max abs logit difference {diff:.2e}")
-    with open(os.path.join(args.out, "tour.json"), "w") as f:
-        json.dump({"models": rows, "export_round_trip_max_abs_diff": diff}, f, indent=1)
+    write_json(os.path.join(args.out, "tour.json"), {"models": rows, "export_round_trip_max_abs_diff": diff})
     print(f"wrote {os.path.join(args.out, 'tour.json')}")
 
 

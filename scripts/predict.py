@@ -7,9 +7,9 @@ Prints one block per image; ``--json`` writes ``{"model", "params", "classes_fil
 [{"image", "top": [{"rank", "label", "class", "probability"}]}]}``.
 """
 import argparse
-import json
 import sys
 
+from resnest_gluon.atomic import write_json
 from resnest_gluon.predict import IMAGENET_CLASSES_FILE, Predictor
 
 
@@ -43,8 +43,7 @@ def main(argv=None):
         report["predictions"].append({"image": image, "top": [
             {"rank": r, "label": index[n], "class": n, "probability": p} for r, (n, p) in enumerate(top, 1)]})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
     return report
 
 

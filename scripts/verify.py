@@ -18,12 +18,12 @@ Throughput (images/s) is timed from batch 5 on, as the official script (from bat
 """
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
 import mxnet as mx
 
+from resnest_gluon.atomic import write_json
 from resnest_gluon.data import ValRecordIter
 from resnest_gluon.deploy import DTYPES, input_dtype, optimize
 from resnest_gluon.distributed import Distributed
@@ -143,8 +143,7 @@ def main(argv=None):
             for c in summary["corrupt_records"]:
                 print(f"  record #{c['index']}: {c['message']}")
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(summary, f, indent=2)
+            write_json(args.json, summary)
     return summary
 
 

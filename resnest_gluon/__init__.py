@@ -11,9 +11,10 @@ from .dropblock import DropBlock, get_drop_prob, set_drop_prob
 from .resnest import FEATURE_STRIDES, Bottleneck, ResNeSt
 from .splat import SplitAttentionConv
 from .zoo import *  # noqa: F401,F403  (get_model, list_models and one constructor per model name)
-from .zoo import CONSTRUCTORS, DataConfig, ModelConfig, count_params, get_config, get_model, list_models, load_weights
+from .zoo import (CONSTRUCTORS, DataConfig, ModelConfig, count_flops, count_params, get_config, get_model,
+                  list_models, load_weights)
 
 __version__ = "0.1.0"
-__all__ = ["get_model", "list_models", "get_config", "load_weights", "count_params", "optimize", "DataConfig",
-           "ModelConfig", "ResNeSt", "Bottleneck", "SplitAttentionConv", "DropBlock", "set_drop_prob", "get_drop_prob",
+__all__ = ["get_model", "list_models", "get_config", "load_weights", "count_params", "count_flops", "optimize",
+           "DataConfig", "ModelConfig", "ResNeSt", "Bottleneck", "SplitAttentionConv", "DropBlock", "set_drop_prob", "get_drop_prob",
            "FEATURE_STRIDES"] + list(CONSTRUCTORS)

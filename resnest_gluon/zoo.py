@@ -130,6 +130,29 @@ def count_params(net, trainable=True):
     return sum(int(_size(p.shape)) for p in net.collect_params().values() if not trainable or p.grad_req != "null")
 
 
+def count_flops(net, input_size=None):
+    """Floating-point operations of one forward pass on one image (2 x multiply-adds of convolutions and dense layers,
+    the convention of the paper's table), at ``input_size`` (default: the model's data config). Runs one forward."""
+    from mxnet.gluon import nn
+
+    size = input_size or net.data_config.input_size
+    macs = []
+
+    def hook(block, inputs, output):
+        w = block.weight.shape
+        macs.append(output.size // output.shape[0] * _size(w[1:]) if isinstance(block, nn.Conv2D) else _size(w))
+
+    handles = []
+    net.apply(lambda b: handles.append(b.register_forward_hook(hook)) if isinstance(b, (nn.Conv2D, nn.Dense))
+              else None)
+    try:
+        net(mx.nd.zeros((1, 3, size, size), ctx=net.collect_params().list_ctx()[0]))
+    finally:
+        for h in handles:
+            h.detach()
+    return 2 * sum(macs)
+
+
 def _size(shape):
     n = 1
     for d in shape:

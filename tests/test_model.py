@@ -7,7 +7,7 @@ import pytest
 from mxnet import autograd, gluon
 
 import resnest_gluon
-from resnest_gluon import FEATURE_STRIDES, count_params, get_config, get_model, list_models, load_weights
+from resnest_gluon import FEATURE_STRIDES, count_flops, count_params, get_config, get_model, list_models, load_weights
 from conftest import REPO, randomize_bn, run_python
 
 # the family table of the spec: (official Gluon name, timm name, trainable parameters)
@@ -39,6 +39,13 @@ def test_trainable_parameter_counts_are_exact(gluon_name, timm_name, params):
         net = get_model(name)
         assert count_params(net) == params, name
         assert get_config(name).params == params
+
+
+def test_flops_follow_the_paper_convention():
+    net = get_model("resnest50")
+    net.initialize()
+    assert round(count_flops(net) / 1e9, 2) == 10.74  # 5.37 G multiply-adds at 224 px
+    assert count_flops(net, 448) > 3.9 * count_flops(net, 224)
 
 
 def test_data_configs_travel_with_the_model():

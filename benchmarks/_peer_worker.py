@@ -1,13 +1,16 @@
 """A persistent timing worker for one peer implementation (GluonCV or timm), driven by ``_peers.PeerWorker``.
 
 It runs in its own interpreter because timm needs torch, and gluoncv refuses to import beside torch >= 2. Staying
-alive between rounds lets ``latency.py --compare`` alternate ours / gluoncv / timm without paying startup each time.
+alive between rounds lets ``latency.py --compare`` and ``compare.py`` alternate ours / gluoncv / timm without paying
+startup each time.
 
 Protocol: one JSON object per line on stdin, one reply per line on stdout (library output is sent to stderr).
-    {"cmd": "load", "model", "input_size", "batch_size", "dtype", "ctx", "warmup"} -> {"ok": true, "params": N}
-    {"cmd": "measure", "iters", "seconds"}                                       -> {"ok": true, "latencies_ms": [..]}
+    {"cmd": "load", "model", "input_size", "batch_size", "dtype", "ctx", "warmup", "mode"} -> {"ok": true, "params": N}
+    {"cmd": "measure", "iters", "seconds"} -> {"ok": true, "latencies_ms": [..]}
     {"cmd": "quit"}
-Any failure replies {"ok": false, "error": "..."} and the worker keeps serving.
+``mode`` is "infer" (one forward pass per timed batch; the default) or "train" (one training step of ``_recipe``:
+forward, loss, backward, optimizer update; float32 only). Any failure replies {"ok": false, "error": "..."} and the
+worker keeps serving.
 Usage: python _peer_worker.py gluoncv|timm --threads N
 """
 import argparse
@@ -17,7 +20,11 @@ import os
 import sys
 import traceback
 
+import _recipe
+from _peers import DTYPES
 from _timing import time_batches, warm_up
+
+MODES = ("infer", "train")
 
 
 class GluonCVBackend:
@@ -30,19 +37,30 @@ class GluonCVBackend:
 
         self.versions = {"gluoncv": gluoncv.__version__, "mxnet": mxnet.__version__}
 
-    def load(self, model, input_size, batch_size, dtype, ctx):
+    def load(self, model, input_size, batch_size, dtype, ctx, mode):
         from gluoncv.model_zoo import get_model
 
         import _mx_prep
 
         net = get_model(model, pretrained=False)
-        step = _mx_prep.make_step(net, batch_size, input_size, dtype, _mx_prep.context(ctx), fuse=False)
+        if mode == "train":
+            # GluonCV builds resnest26 and up with DropBlock 0.1; ours and timm have none by default: time the same
+            # network everywhere (a DropBlock at 0 is left out of the graph when it is traced)
+            from functools import partial
+
+            from gluoncv.nn.dropblock import set_drop_prob
+
+            net.apply(partial(set_drop_prob, 0.0))
+            step = _mx_prep.make_train_step(net, batch_size, input_size, _mx_prep.context(ctx))
+        else:
+            step = _mx_prep.make_step(net, batch_size, input_size, dtype, _mx_prep.context(ctx), fuse=False)
         params = sum(p.data().size for p in net.collect_params().values() if p.grad_req != "null")
         return step, int(params)
 
 
 class TimmBackend:
-    """timm's ResNeSt in PyTorch: eval mode, ``torch.inference_mode()``, the same thread count as ours."""
+    """timm's ResNeSt in PyTorch with the same thread count as ours: inference in eval mode under
+    ``torch.inference_mode()``; training in train mode with ``torch.optim.SGD(nesterov=True)``."""
 
     def __init__(self, threads):
         import timm
@@ -52,7 +70,7 @@ class TimmBackend:
         self.torch = torch
         self.versions = {"timm": timm.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
-    def load(self, model, input_size, batch_size, dtype, ctx):
+    def load(self, model, input_size, batch_size, dtype, ctx, mode):
         import timm
 
         torch = self.torch
@@ -60,14 +78,17 @@ class TimmBackend:
             raise RuntimeError("--ctx gpu: torch sees no CUDA device")
         device = torch.device("cuda:0" if ctx == "gpu" else "cpu")
         torch.manual_seed(0)
-        net = timm.create_model(model, pretrained=False).eval().to(device)
+        net = timm.create_model(model, pretrained=False).to(device)
         params = sum(p.numel() for p in net.parameters() if p.requires_grad)
         x = torch.empty(batch_size, 3, input_size, input_size, device=device).uniform_(-1, 1)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        if mode == "train":
+            return self._train_step(net.train(), x, sync), int(params)
+        net.eval()
         if dtype == "float16":
             net, x = net.half(), x.half()
         # bfloat16 mirrors MXNet AMP (low precision where safe, float32 elsewhere): CPU autocast
         autocast = dtype == "bfloat16"
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
         def step():
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -75,6 +96,23 @@ class TimmBackend:
             sync()
 
         return step, int(params)
+
+    def _train_step(self, net, x, sync):
+        torch = self.torch
+        batch_size = x.shape[0]
+        y = torch.randint(0, net.num_classes, (batch_size,), device=x.device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=_recipe.learning_rate(batch_size), momentum=_recipe.MOMENTUM,
+                                    nesterov=True, weight_decay=_recipe.WEIGHT_DECAY)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            optimizer.zero_grad()
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            optimizer.step()
+            sync()
+
+        return step
 
 
 BACKENDS = {"gluoncv": GluonCVBackend, "timm": TimmBackend}
@@ -92,8 +130,15 @@ def serve(backend, out):
             if cmd["cmd"] == "load":
                 step = None
                 gc.collect()
+                if cmd["dtype"] not in DTYPES:
+                    raise ValueError(f"peers are timed in {', '.join(DTYPES)}, not {cmd['dtype']}")
+                mode = cmd.get("mode", "infer")
+                if mode not in MODES:
+                    raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
+                if mode == "train" and cmd["dtype"] != "float32":
+                    raise ValueError(f"the training step is timed in float32 only, not {cmd['dtype']}")
                 step, params = backend.load(cmd["model"], cmd["input_size"], cmd["batch_size"], cmd["dtype"],
-                                            cmd["ctx"])
+                                            cmd["ctx"], mode)
                 warm_up(step, cmd["warmup"])
                 reply = {"ok": True, "params": params}
             elif cmd["cmd"] == "measure":

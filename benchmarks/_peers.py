@@ -1,4 +1,5 @@
-"""The peer implementations ``latency.py --compare`` times against ours, and the client of their worker processes.
+"""The peer implementations ``latency.py --compare`` and ``compare.py`` time against ours, and the client of their
+worker processes.
 
 Each peer runs in a persistent ``_peer_worker.py`` subprocess under the interpreter that can import it: GluonCV
 (MXNet) from the repo's ``.venv``, timm (PyTorch) from ``.venv-torch`` (gluoncv cannot import beside torch >= 2).
@@ -24,6 +25,7 @@ MODELS = {
              "resnest50d_1s4x24d": "resnest50d_1s4x24d", "resnest50d_4s2x40d": "resnest50d_4s2x40d"},
 }
 PEERS = tuple(MODELS)
+DTYPES = ("float32", "float16", "bfloat16")  # what the peers are timed in (int8 is ours only)
 
 # peer -> (default interpreter, the setup command that creates it)
 PYTHON = {
@@ -50,7 +52,7 @@ class PeerWorker:
     def __init__(self, peer, python, threads, env=None, timeout=3600):
         check_python(peer, python)
         self.peer, self.python, self.timeout = peer, python, timeout
-        fd, self._stderr_path = tempfile.mkstemp(prefix=f"latency-{peer}-", suffix=".log")
+        fd, self._stderr_path = tempfile.mkstemp(prefix=f"peer-{peer}-", suffix=".log")
         os.close(fd)
         with open(self._stderr_path, "ab") as log:  # the worker appends its stderr; we read the tail on errors
             self._proc = subprocess.Popen([python, WORKER, peer, "--threads", str(threads)], cwd=HERE, env=env,
@@ -63,9 +65,10 @@ class PeerWorker:
             raise
         self.versions = hello.get("versions", {})
 
-    def load(self, model, input_size, batch_size, dtype, ctx, warmup):
+    def load(self, model, input_size, batch_size, dtype, ctx, warmup, mode="infer"):
+        """``mode``: "infer" (forward passes) or "train" (training steps of ``_recipe``, float32)."""
         return self._request(cmd="load", model=model, input_size=input_size, batch_size=batch_size, dtype=dtype,
-                             ctx=ctx, warmup=warmup)["params"]
+                             ctx=ctx, warmup=warmup, mode=mode)["params"]
 
     def measure(self, iters=None, seconds=None):
         return self._request(cmd="measure", iters=iters, seconds=seconds)["latencies_ms"]

@@ -1,7 +1,10 @@
-"""The PNG beside the JSON: img/s per model, one panel per batch size, with the paper's ratios for scale.
+"""The PNGs beside the JSON: grouped bars of img/s, ours beside the peers.
 
-Black ticks mark where each model would sit if our run reproduced the paper's ratios to resnest50@224 exactly
-(paper ratio x our resnest50@224 img/s), so a bar far from its tick is a model whose relative speed differs.
+latency.png: img/s per model, one panel per batch size. Black ticks mark where each model would sit if our run
+reproduced the paper's ratios to resnest50@224 exactly (paper ratio x our resnest50@224 img/s), so a bar far from
+its tick is a model whose relative speed differs.
+compare.png: img/s per case (compare.py), one panel per model, each peer bar labelled with ours/peer, "n/a" where
+a side could not run.
 """
 import matplotlib
 
@@ -13,34 +16,86 @@ from _paper import REFERENCE  # noqa: E402
 COLORS = {"ours": "#1f77b4", "gluoncv": "#ff7f0e", "timm": "#2ca02c"}
 
 
+def _grouped_bars(ax, n_groups, series, value, note=None):
+    """Draws one bar per (group, series) with ``value(group_index, name)`` (None: no bar); ``note`` the same way
+    gives a text above the bar (or above the axis where there is none). Returns each series' x offset in a group."""
+    width = 0.8 / len(series)
+    offsets = {name: (k - (len(series) - 1) / 2) * width for k, name in enumerate(series)}
+    for name in series:
+        bars = [(i + offsets[name], value(i, name)) for i in range(n_groups)]
+        bars = [(x, y) for x, y in bars if y is not None]
+        if bars:
+            ax.bar(*zip(*bars), width, label=name, color=COLORS.get(name))
+        for i in range(n_groups):
+            text = note(i, name) if note else None
+            if text:
+                ax.annotate(text, (i + offsets[name], value(i, name) or 0), ha="center", va="bottom", fontsize=7,
+                            xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(n_groups))
+    ax.set_ylabel("img/s")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return offsets
+
+
+def _save(fig, path):
+    from resnest_gluon.atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def bar_chart(path, results, peers, title):
+    """latency.png."""
     batches = sorted({r["batch_size"] for r in results})
     fig, axes = plt.subplots(len(batches), 1, figsize=(max(7, 1.6 * len(results) / len(batches) + 5),
                                                        3.6 * len(batches)), squeeze=False)
-    series = ["ours", *peers]
-    width = 0.8 / len(series)
     for ax, batch in zip(axes[:, 0], batches):
         rows = [r for r in results if r["batch_size"] == batch]
-        for k, name in enumerate(series):
-            xs, ys = [], []
-            for i, r in enumerate(rows):
-                value = r["img_per_s"] if name == "ours" else r.get("peers", {}).get(name, {}).get("img_per_s")
-                if value is not None:
-                    xs.append(i + (k - (len(series) - 1) / 2) * width)
-                    ys.append(value)
-            ax.bar(xs, ys, width, label=name, color=COLORS.get(name))
+
+        def value(i, name):
+            r = rows[i]
+            return r["img_per_s"] if name == "ours" else r.get("peers", {}).get(name, {}).get("img_per_s")
+
+        offsets = _grouped_bars(ax, len(rows), ["ours", *peers], value)
         ref = next((r for r in rows if r["label"] == REFERENCE), None)
-        ours_x = -(len(series) - 1) / 2 * width  # the ticks sit on our bars
-        ticks = [(i + ours_x, r["ratio_to_reference"]["paper"] * ref["img_per_s"]) for i, r in enumerate(rows)
-                 if ref and r["ratio_to_reference"]["paper"] is not None]
-        if ticks:
+        ticks = [(i + offsets["ours"], r["ratio_to_reference"]["paper"] * ref["img_per_s"])
+                 for i, r in enumerate(rows) if ref and r["ratio_to_reference"]["paper"] is not None]
+        if ticks:  # the ticks sit on our bars
             ax.scatter(*zip(*ticks), marker="_", s=400, color="black", zorder=3,
                        label=f"paper ratio x our {REFERENCE}")
-        ax.set_xticks(range(len(rows)))
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_xticklabels([r["label"] for r in rows], rotation=20, ha="right")
-        ax.set_ylabel("img/s")
         ax.set_title(f"{title} - batch {batch}", fontsize=10)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def compare_chart(path, results, peers, title):
+    """compare.png: rows of compare.json, one panel per model; unavailable sides have no bar."""
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    fig, axes = plt.subplots(len(labels), 1, squeeze=False,
+                             figsize=(max(7, 1.7 * max(sum(r["label"] == lb for r in results) for lb in labels) + 4),
+                                      3.8 * len(labels)))
+    for ax, label in zip(axes[:, 0], labels):
+        rows = [r for r in results if r["label"] == label]
+
+        def side(i, name):
+            r = rows[i]
+            entry = r if name == "ours" else r["peers"].get(name, {})
+            return entry if r["available"] and entry.get("available") else None
+
+        def value(i, name):
+            entry = side(i, name)
+            return entry and entry["img_per_s"]
+
+        def note(i, name):
+            entry = side(i, name)
+            if entry is None:
+                return "n/a"
+            return f"{entry['img_per_s']:.3g}" if name == "ours" else f"x{entry['ours_over_peer']:.2f}"
+
+        _grouped_bars(ax, len(rows), ["ours", *peers], value, note)
+        ax.set_xticklabels([r["case"] for r in rows])
+        ax.set_title(f"{label}: {title} (peer bars: ours/peer)", fontsize=10)
+    _save(fig, path)

@@ -1,4 +1,5 @@
-"""Turns measured rows into what the paper's table lets us check: ratios to resnest50@224, relative order, peers.
+"""Turns measured rows into what the paper's table lets us check: ratios to resnest50@224, relative order, peers;
+and the text-table formatting the benchmarks share.
 
 Absolute numbers from a CPU cannot be compared with the paper's V100 img/s; ratios between models can, roughly.
 
@@ -43,7 +44,8 @@ def order_check(results):
     return checks
 
 
-def _fmt(value, spec):
+def fmt(value, spec):
+    """A number for a table cell; None (not measured) as '-'."""
     return "-" if value is None else format(value, spec)
 
 
@@ -56,14 +58,19 @@ def table(results, peers=()):
     lines = [head]
     for r in results:
         ratio = r["ratio_to_reference"]
-        line = [r["model"], str(r["input_size"]), str(r["batch_size"]), _fmt(r["latency_ms"]["p50"], ".1f"),
-                _fmt(r["latency_ms"]["p90"], ".1f"), _fmt(r["img_per_s"], ".2f"), _fmt(r["paper_gpu_img_per_s"], ".2f"),
-                _fmt(ratio["ours"], ".3f"), _fmt(ratio["paper"], ".3f")]
+        line = [r["model"], str(r["input_size"]), str(r["batch_size"]), fmt(r["latency_ms"]["p50"], ".1f"),
+                fmt(r["latency_ms"]["p90"], ".1f"), fmt(r["img_per_s"], ".2f"), fmt(r["paper_gpu_img_per_s"], ".2f"),
+                fmt(ratio["ours"], ".3f"), fmt(ratio["paper"], ".3f")]
         for peer in peers:
             p = r.get("peers", {}).get(peer)
-            line += [_fmt(p and p["img_per_s"], ".2f"), _fmt(p and p["ours_over_peer"], ".3f")]
+            line += [fmt(p and p["img_per_s"], ".2f"), fmt(p and p["ours_over_peer"], ".3f")]
         lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return format_table(lines)
+
+
+def format_table(lines):
+    """Rows of strings (the first is the header) as aligned text: first column left, the others right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
            for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))

@@ -10,21 +10,20 @@ import argparse
 import datetime
 import gc
 import os
-import platform
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _paper  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
 import _peers  # noqa: E402
-from _timing import summarize, time_batches, warm_up  # noqa: E402
+from _bench import alternate, build, command_line, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from _timing import summarize, warm_up  # noqa: E402
 
 CPU_BATCH_SIZE = 16
 DEFAULT_ITERS = 20
-DTYPES = ("float32", "float16", "bfloat16")  # resnest_gluon.deploy.DTYPES (checked at start-up)
+DTYPES = ("float32", "float16", "bfloat16", "int8")  # resnest_gluon.deploy's dtypes (checked at start-up)
 
 EPILOG = f"""\
 models: the paper's table by default ({' '.join(_paper.TABLE)}). NAME@SIZE picks an input size; a bare NAME
@@ -35,7 +34,8 @@ threads: --threads N exports OMP_NUM_THREADS=N, MKL_NUM_THREADS=N and MXNET_OMP_
   MXNET_CPU_WORKER_NTHREADS=1 unless set) before mxnet is imported; without it, N is $OMP_NUM_THREADS or the
   number of CPUs this process may run on; it is exported either way, so MXNet, OpenMP and the peers all use the
   same count. timm runs with torch.set_num_threads(N).
-dtypes: float32; float16 (net.cast, GPU only); bfloat16 (MXNet AMP convert_hybrid_block, CPU/oneDNN only).
+dtypes: float32; float16 (net.cast, GPU only); bfloat16 (MXNet AMP convert_hybrid_block, CPU/oneDNN only);
+  int8 (resnest_gluon.deploy's quantization, calibrated on random batches: speed only; ours only, no peer).
 --compare: GluonCV's resnest* (MXNet, under --gluoncv-python) and timm's resnest* (PyTorch, eval mode,
   torch.inference_mode(), under --torch-python) in persistent worker processes, timed in alternating rounds
   (ours, gluoncv, timm, ours, ...); latency percentiles pool all rounds, img/s is the median of the rounds.
@@ -44,34 +44,24 @@ output: a table on stdout, OUT/latency.json (its schema: benchmarks/_report.py) 
   OUT/latency.png (img/s per model, ticks where the paper's ratios would put it)."""
 
 
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    input_size: int
-
-    @property
-    def label(self):
-        return f"{self.name}@{self.input_size}"
-
-
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=_paper.TABLE, metavar="NAME[@SIZE]",
                    help="models to time (default: the paper's table)")
-    p.add_argument("--batch-size", nargs="+", type=_positive, metavar="N",
+    p.add_argument("--batch-size", nargs="+", type=positive, metavar="N",
                    help=f"one or more batch sizes (default: {_paper.GPU_BATCH_SIZE} on GPU as the paper, "
                         f"{CPU_BATCH_SIZE} on CPU)")
-    p.add_argument("--warmup", type=_positive, default=_paper.WARMUP_BATCHES,
+    p.add_argument("--warmup", type=positive, default=_paper.WARMUP_BATCHES,
                    help="untimed batches after building each model, at least 1: the first call builds the graph "
                         "(default: %(default)s, as verify.py)")
-    p.add_argument("--iters", type=_positive, help=f"timed batches per round (default: {DEFAULT_ITERS} unless "
-                                                    "--seconds is given; with both, whichever ends first)")
+    p.add_argument("--iters", type=positive, help=f"timed batches per round (default: {DEFAULT_ITERS} unless "
+                                                   "--seconds is given; with both, whichever ends first)")
     p.add_argument("--seconds", type=float, help="time budget per round and model instead of a batch count")
-    p.add_argument("--rounds", type=_positive, help="alternating rounds (default: 3 with --compare, else 1)")
+    p.add_argument("--rounds", type=positive, help="alternating rounds (default: 3 with --compare, else 1)")
     p.add_argument("--ctx", choices=("cpu", "gpu"), default="cpu", help="cpu, or gpu = mx.gpu(0) (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="default: float32")
-    p.add_argument("--threads", type=_positive, help="CPU threads for every framework (see below)")
+    p.add_argument("--threads", type=positive, help="CPU threads for every framework (see below)")
     p.add_argument("--compare", action="store_true", help="also time GluonCV's and timm's ResNeSt in the same run")
     p.add_argument("--torch-python", default=_peers.PYTHON["timm"][0],
                    help="interpreter with torch + timm (default: the repo's .venv-torch/bin/python)")
@@ -80,57 +70,6 @@ def build_parser():
     p.add_argument("--out", default=os.path.join(_peers.REPO, "out", "latency"),
                    help="folder for latency.json and latency.png (default: out/latency in the repo)")
     return p
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def set_threads(requested):
-    """Fixes the CPU thread count for MXNet, OpenMP/BLAS and the peer workers; must run before mxnet is imported."""
-    if "mxnet" in sys.modules:
-        raise RuntimeError("set_threads must run before mxnet is imported")
-    if requested:
-        n = requested
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        n = int(os.environ["OMP_NUM_THREADS"])
-    else:
-        n = len(os.sched_getaffinity(0))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MXNET_OMP_MAX_THREADS"):
-        os.environ[var] = str(n)
-    os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
-    return n
-
-
-def parse_spec(text):
-    """``'resnest50@256'`` or ``'resnest50'`` -> :class:`Spec`; unknown names raise ``ValueError`` with suggestions."""
-    from resnest_gluon import get_config
-
-    name, _, size = text.strip().lower().partition("@")
-    if name == _paper.BASELINE:
-        default = 224
-    else:
-        try:
-            default = get_config(name).data.input_size
-        except ValueError as err:
-            raise ValueError(f"{err} (or {_paper.BASELINE}, MXNet's resnet50_v1 baseline)") from None
-    if size and not size.isdigit():
-        raise ValueError(f"{text!r}: the input size after '@' must be an integer, e.g. resnest50@224")
-    size = int(size) if size else default
-    if size < 32:
-        raise ValueError(f"{text!r}: input size {size} is too small (at least 32 px)")
-    return Spec(name, size)
-
-
-def build(name):
-    """Our model ``name``, or the baseline (MXNet model zoo resnet50_v1), uninitialised."""
-    import mxnet as mx
-    from resnest_gluon import get_model
-
-    return mx.gluon.model_zoo.vision.resnet50_v1() if name == _paper.BASELINE else get_model(name)
 
 
 def measure(spec, batch, args, ctx, workers):
@@ -147,15 +86,11 @@ def measure(spec, batch, args, ctx, workers):
     peers = {}
     for peer, worker in workers.items():
         model = _peers.MODELS[peer].get(spec.name)
-        if model:
+        if model and args.dtype in _peers.DTYPES:
             peers[peer] = {"model": model, "params": worker.load(model, spec.input_size, batch, args.dtype,
                                                                   args.ctx, args.warmup)}
-    rounds = {"ours": [], **{peer: [] for peer in peers}}
-    for r in range(args.rounds):
-        print(f"[latency] {spec.label} batch {batch}: round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
-        rounds["ours"].append(time_batches(step, args.iters, args.seconds))
-        for peer in peers:
-            rounds[peer].append(workers[peer].measure(args.iters, args.seconds))
+    rounds = alternate(f"[latency] {spec.label} batch {batch}", step, {peer: workers[peer] for peer in peers},
+                       args.rounds, args.iters, args.seconds)
     row = {"model": spec.name, "label": spec.label, "input_size": spec.input_size, "batch_size": batch,
            "dtype": args.dtype, "params": params, **summarize(rounds["ours"], batch),
            "paper_gpu_img_per_s": _paper.GPU_IMG_PER_S.get(spec.label)}
@@ -166,19 +101,6 @@ def measure(spec, batch, args, ctx, workers):
     return row
 
 
-def machine_info(threads):
-    import mxnet as mx
-    import numpy as np
-    from mxnet.runtime import Features
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "cpus_allowed": len(os.sched_getaffinity(0)), "threads": threads, "python": platform.python_version(),
-            "mxnet": mx.__version__, "numpy": np.__version__, "onednn": Features().is_enabled("MKLDNN"),
-            "loadavg_start": list(os.getloadavg())}
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -186,11 +108,14 @@ def main(argv=None):
 
     import _mx_prep  # imports mxnet, now that the thread variables are set
 
-    assert set(DTYPES) == set(_mx_prep.SUPPORTED_CTX), "DTYPES must list resnest_gluon.deploy's dtypes"
+    assert set(_mx_prep.SUPPORTED_CTX) <= set(DTYPES), "DTYPES must list resnest_gluon.deploy's dtypes"
+    if args.dtype == "int8" and _mx_prep.int8_unavailable():
+        parser.error(f"--dtype int8: {_mx_prep.int8_unavailable()}")
     if args.ctx not in _mx_prep.SUPPORTED_CTX[args.dtype]:
         hint = {"float16": "float16 needs --ctx gpu (MXNet has no fast float16 CPU kernels); on CPU use "
                            "--dtype bfloat16", "bfloat16": "bfloat16 is a CPU (oneDNN) path; on GPU use float16"}
-        parser.error(f"--dtype {args.dtype} is not supported with --ctx {args.ctx}: {hint[args.dtype]}")
+        hint = hint.get(args.dtype, f"{args.dtype} runs on {' or '.join(_mx_prep.SUPPORTED_CTX[args.dtype])} only")
+        parser.error(f"--dtype {args.dtype} is not supported with --ctx {args.ctx}: {hint}")
     try:
         specs = [parse_spec(text) for text in args.models]
     except ValueError as err:
@@ -239,7 +164,7 @@ def report(args, info, results, peer_env):
     doc = {
         "schema": "resnest-gluon/latency/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": [os.path.relpath(sys.argv[0], _peers.REPO)] + sys.argv[1:],
+        "command": command_line(),
         "machine": info,
         "protocol": {"ctx": args.ctx, "dtype": args.dtype, "warmup": args.warmup, "iters": args.iters,
                      "seconds": args.seconds, "rounds": args.rounds, "hybridize": dict(static_alloc=True,

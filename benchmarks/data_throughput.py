@@ -138,7 +138,7 @@ def _chart(report, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def build_parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rec", help="training .rec (its .idx next to it or --idx); see --make-data")
     ap.add_argument("--idx")
@@ -155,7 +155,11 @@ def main(argv=None):
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pipeline", help=argparse.SUPPRESS)
     ap.add_argument("--cores-one", type=int, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.child:
         return _child(args)
     if not args.rec:

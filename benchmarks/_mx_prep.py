@@ -17,6 +17,18 @@ SUPPORTED_CTX = SUPPORTED_DEVICES  # dtype -> device types (checked before any m
 CALIBRATION_BATCHES = 2  # int8: random batches, enough for a speed measurement (the scales do not change speed)
 
 
+def enable_amx():
+    """Lets oneDNN use Intel AMX for bfloat16 / int8 in this process, through ``resnest_gluon.amx`` when the library
+    has it. Called at start-up because oneDNN fixes its instruction set at its first primitive: a bfloat16 or int8
+    case timed after float32 ones in the same process would otherwise run without AMX (float32 kernels never use
+    it). Returns whether AMX is on; None when this library version has no ``resnest_gluon.amx``."""
+    try:
+        from resnest_gluon.amx import enable_amx as enable
+    except ImportError:
+        return None
+    return enable()
+
+
 def int8_unavailable():
     """Why int8 cannot be timed with this library version, or None when ``deploy.optimize`` offers it."""
     if "int8" not in deploy.DTYPES:

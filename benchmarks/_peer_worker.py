@@ -35,7 +35,9 @@ class GluonCVBackend:
         import gluoncv
         import mxnet
 
-        self.versions = {"gluoncv": gluoncv.__version__, "mxnet": mxnet.__version__}
+        import _mx_prep
+
+        self.versions = {"gluoncv": gluoncv.__version__, "mxnet": mxnet.__version__, "amx": _mx_prep.enable_amx()}
 
     def load(self, model, input_size, batch_size, dtype, ctx, mode):
         from gluoncv.model_zoo import get_model

@@ -28,7 +28,7 @@ from _timing import summarize, warm_up  # noqa: E402
 DEFAULT_MODELS = ("resnest50@224",)
 DEFAULT_ROUNDS = 3
 DEFAULT_SECONDS = 10.0
-DEFAULT_WARMUP = 1  # the first call traces, allocates, creates oneDNN primitives and optimizer state
+DEFAULT_WARMUP = 2  # the first call traces and allocates; bfloat16 was still slow in the second one
 
 EPILOG = f"""\
 cases (--cases, default: {' '.join(_cases.DEFAULT_CASES)}): KIND-bN times KIND at batch size N;
@@ -51,7 +51,8 @@ peers: GluonCV (MXNet, --gluoncv-python) and timm (PyTorch, --torch-python) each
 timing: after --warmup untimed batches, each round times --iters batches or --seconds seconds, whichever ends
   first (default: {DEFAULT_SECONDS:g} s, at least one batch), per side; --threads N (default: $OMP_NUM_THREADS or
   the CPUs this process may use) is exported as OMP/MKL/MXNet thread counts before mxnet loads and given to
-  torch.set_num_threads.
+  torch.set_num_threads. Both MXNet processes enable Intel AMX (resnest_gluon.amx) before any model runs, so the
+  bf16/int8 cases get it after the fp32 ones (torch uses AMX by itself); machine.amx says whether it is on.
 goals (issue 6, resnest50@224): fp32 inference ours/gluoncv >= 2.5 and ours/timm >= 1.3 at batch 1 and 16;
   training step ours/gluoncv >= 3 and ours/timm >= 1 at batch 16; bf16 and int8 >= 25 img/s at batch 16.
   Printed as PASS/FAIL/n/a for every model of the run; the exit code does not depend on them.
@@ -76,7 +77,8 @@ def build_parser():
                                                  "unless --iters is given)")
     p.add_argument("--warmup", type=positive, default=DEFAULT_WARMUP,
                    help="untimed batches after preparing each side, at least 1: the first call traces the graph, "
-                        "allocates and creates the optimizer state (default: %(default)s)")
+                        "allocates and creates the optimizer state; bfloat16 was still slow in the second "
+                        "(default: %(default)s)")
     p.add_argument("--threads", type=positive, help="CPU threads for every framework")
     p.add_argument("--torch-python", default=_peers.PYTHON["timm"][0],
                    help="interpreter with torch + timm (default: the repo's .venv-torch/bin/python)")
@@ -173,6 +175,7 @@ def main(argv=None):
             parser.error(str(err))
 
     info = machine_info(threads)
+    info["amx"] = _mx_prep.enable_amx()  # before any model runs (the GluonCV worker does the same)
     with ExitStack() as stack:
         try:
             workers = {peer: stack.enter_context(_peers.PeerWorker(peer, python, threads))

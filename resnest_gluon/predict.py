@@ -53,12 +53,13 @@ class Predictor:
 
     ``params``: a ``.params`` file (its classifier size sets the class count); ``pretrained``: the published
     ImageNet weights; ``classes``: a names file or a list (default: the shipped ImageNet names). A names count
-    that differs from the model's classes is a ``ValueError`` naming both. ``dtype``: see
-    :func:`~resnest_gluon.deploy.optimize`.
+    that differs from the model's classes is a ``ValueError`` naming both. ``dtype`` and, for int8, the calibration
+    keywords (``calib_data``, ``calib_mode``, ``num_calib_batches``, ``exclude_first_conv``): see
+    :func:`~resnest_gluon.deploy.optimize`; calibration batches must be preprocessed like :attr:`config` says.
     """
 
     def __init__(self, model="resnest50", params=None, pretrained=False, classes=None, ctx=None, root=None,
-                 dtype="float32"):
+                 dtype="float32", **calibration):
         if (params is None) == (not pretrained):
             raise ValueError("give exactly one of params=FILE or pretrained=True")
         self.ctx = ctx or mx.cpu()
@@ -74,7 +75,7 @@ class Predictor:
         self.net = get_model(model, pretrained=pretrained, ctx=self.ctx, root=root, classes=num)
         if params:
             load_weights(self.net, params, ctx=self.ctx)
-        self.net = optimize(self.net, dtype, self.ctx)
+        self.net = optimize(self.net, dtype, self.ctx, **calibration)
         self.input_dtype = input_dtype(dtype)
 
     def probabilities(self, images):

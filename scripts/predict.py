@@ -2,6 +2,7 @@
 
     python scripts/predict.py cat.jpg dog.png --model resnest50 --pretrained --topk 5 --json out.json
     python scripts/predict.py img.jpg --model resnest50 --params finetuned.params --classes names.txt
+    python scripts/predict.py img.jpg --model resnest50 --pretrained --dtype int8 --calib-rec train.rec
 
 Prints one block per image; ``--json`` writes ``{"model", "params", "classes_file", "topk", "predictions":
 [{"image", "top": [{"rank", "label", "class", "probability"}]}]}``.
@@ -10,7 +11,9 @@ import argparse
 import sys
 
 from resnest_gluon.atomic import write_json
+from resnest_gluon.precision_cli import add_precision_arguments, optimize_kwargs
 from resnest_gluon.predict import IMAGENET_CLASSES_FILE, Predictor
+from resnest_gluon.zoo import get_config
 
 
 def parse_args(argv=None):
@@ -23,19 +26,24 @@ def parse_args(argv=None):
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--classes", help="class names, one per line (default: the shipped ImageNet-1k names)")
     p.add_argument("--json", help="also write the predictions to this JSON file")
+    add_precision_arguments(p)
+    p.add_argument("--batch-size", type=int, default=16, help="int8: images per calibration batch")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        predictor = Predictor(args.model, params=args.params, pretrained=args.pretrained, classes=args.classes)
+        calibration = optimize_kwargs(args, get_config(args.model).data, args.batch_size)
+        predictor = Predictor(args.model, params=args.params, pretrained=args.pretrained, classes=args.classes,
+                              dtype=args.dtype, **calibration)
         results = predictor.predict(args.images, topk=args.topk)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     index = {name: i for i, name in enumerate(predictor.names)}
     report = {"model": args.model, "params": args.params, "pretrained": args.pretrained,
-              "classes_file": args.classes or IMAGENET_CLASSES_FILE, "topk": args.topk, "predictions": []}
+              "classes_file": args.classes or IMAGENET_CLASSES_FILE, "topk": args.topk, "dtype": args.dtype,
+              "predictions": []}
     for image, top in zip(args.images, results):
         print(image)
         for rank, (name, prob) in enumerate(top, 1):

@@ -2,6 +2,7 @@
 
     python scripts/verify.py --rec-val val.rec --model resnest50 --pretrained --json result.json
     horovodrun --gloo -np 4 -H localhost:4 python scripts/verify.py --rec-val val.rec --model resnest50 --params f
+    python scripts/verify.py --rec-val val.rec --model resnest50 --pretrained --dtype int8 --calib-rec train.rec
 
 Protocol: the model's ``DataConfig`` (``--crop-size`` / ``--crop-ratio`` replace its input size / crop_pct).
 Every image of the file is evaluated exactly once (the last batch may be partial; no padding).
@@ -25,9 +26,10 @@ import mxnet as mx
 
 from resnest_gluon.atomic import write_json
 from resnest_gluon.data import ValRecordIter
-from resnest_gluon.deploy import DTYPES, input_dtype, optimize
+from resnest_gluon.deploy import input_dtype, optimize
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.evaluation import LabelError, evaluate
+from resnest_gluon.precision_cli import add_precision_arguments, optimize_kwargs
 from resnest_gluon.zoo import classes_in_params, get_config, get_model, load_weights
 
 TIMED_FROM_BATCH = 5
@@ -50,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--crop-ratio", type=float, help="crop_pct (default: the model's)")
     p.add_argument("--batch-size", type=int, default=50, help="per device")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids; empty = CPU")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    add_precision_arguments(p)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--horovod", action="store_true", help="force Horovod (auto under horovodrun)")
@@ -80,8 +82,9 @@ def contexts(args, dist):
     return [mx.gpu(g) for g in gpus]
 
 
-def build_net(args, ctx):
-    """The model with its weights, optimized for ``--dtype``; and its number of classes."""
+def build_net(args, ctx, cfg):
+    """The model with its weights, optimized for ``--dtype`` (int8: calibrated on ``--calib-rec`` read with the
+    data config ``cfg``); and its number of classes."""
     num_classes = args.num_classes
     if args.params:
         if not os.path.isfile(args.params):
@@ -92,15 +95,23 @@ def build_net(args, ctx):
         net = get_model(args.model, pretrained=args.pretrained, ctx=ctx, classes=num_classes)
         if args.params:
             load_weights(net, args.params, ctx=ctx)
-        return optimize(net, args.dtype, ctx), num_classes
+        return optimize(net, args.dtype, ctx, **optimize_kwargs(args, cfg, args.batch_size)), num_classes
     except ValueError as err:
         raise VerifyError(str(err)) from None
+
+
+def calibration_summary(args):
+    """What calibrated an int8 run (``None`` for the other dtypes), for the JSON."""
+    if args.dtype != "int8":
+        return None
+    return {"rec": args.calib_rec, "mode": args.calib_mode, "batches": args.num_calib_batches,
+            "batch_size": args.batch_size, "exclude_first_conv": args.exclude_first_conv}
 
 
 def verify(args, dist):
     cfg = data_config(args)
     ctx = contexts(args, dist)
-    net, num_classes = build_net(args, ctx)
+    net, num_classes = build_net(args, ctx, cfg)
     if not os.path.isfile(args.rec_val):
         raise VerifyError(f"record file (.rec) not found: {args.rec_val!r}")
     if args.rec_val_idx and not os.path.isfile(args.rec_val_idx):
@@ -116,7 +127,7 @@ def verify(args, dist):
     return {
         "model": args.model, "params": args.params, "pretrained": args.pretrained, "rec": args.rec_val,
         "idx": args.rec_val_idx or data.idx_path, "data_config": cfg.to_dict(), "num_classes": num_classes,
-        "dtype": args.dtype, "batch_size": batch, "world_size": dist.world,
+        "dtype": args.dtype, "calibration": calibration_summary(args), "batch_size": batch, "world_size": dist.world,
         "top1": res.top1, "top5": res.topk, "topk": res.k,
         "top1_correct": res.top1_correct, "top5_correct": res.topk_correct, "images": res.images,
         "corrupt_records": [{"index": int(i), "message": m} for i, m in res.corrupt],

@@ -104,3 +104,30 @@ def test_blank_line_in_class_file_is_an_error(tmp_path):
     path.write_text("a\n\nb\n")
     with pytest.raises(ValueError, match=r"names.txt:2: blank line"):
         load_class_names(str(path))
+
+
+def test_int8_predictor_agrees_with_float32_and_cli_needs_calibration(setup, tmp_path):
+    from recgen import make_rec
+    from resnest_gluon.data import ValRecordIter
+    from resnest_gluon.zoo import get_config
+
+    d, images = setup
+    make_rec(str(tmp_path / "calib"), 8, seed=4)
+    calib = ValRecordIter(str(tmp_path / "calib.rec"), get_config("resnest14").data, batch_size=4, num_workers=1)
+    ref = Predictor("resnest14", params=str(d / "r14.params"), classes=NAMES).probabilities(images)
+    low = Predictor("resnest14", params=str(d / "r14.params"), classes=NAMES, dtype="int8", calib_data=calib,
+                    num_calib_batches=2).probabilities(images)
+    assert (low.argmax(axis=1) == ref.argmax(axis=1)).all()
+    assert np.abs(low - ref).max() < 0.1
+    proc = subprocess.run([sys.executable, PREDICT, images[0], "--model", "resnest14", "--params",
+                           str(d / "r14.params"), "--classes", str(d / "names.txt"), "--dtype", "int8"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--dtype int8 needs --calib-rec" in proc.stderr
+    out = str(tmp_path / "out.json")
+    proc = subprocess.run([sys.executable, PREDICT, images[0], "--model", "resnest14", "--params",
+                           str(d / "r14.params"), "--classes", str(d / "names.txt"), "--dtype", "int8",
+                           "--calib-rec", str(tmp_path / "calib.rec"), "--batch-size", "4", "--json", out],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.load(open(out))
+    assert res["dtype"] == "int8" and res["predictions"][0]["top"][0]["label"] == int(ref[0].argmax())

@@ -139,3 +139,22 @@ def test_horovod_two_ranks_give_the_single_process_numbers(files):
     for key in ("images", "top1_correct", "top5_correct", "top1", "top5"):
         assert res[key] == single[key], key
     assert proc.stdout.count("top-1") == 1  # only rank 0 prints
+
+
+def test_int8_is_calibrated_on_calib_rec_and_reported(files):
+    _, ref = run_verify(files)
+    proc, res = run_verify(files, "--dtype", "int8", "--calib-rec", os.path.join(files, "noidx.rec"),
+                           "--num-calib-batches", "2", "--calib-mode", "entropy")
+    assert proc.returncode == 0, proc.stderr
+    assert res["dtype"] == "int8" and res["images"] == N
+    assert res["calibration"] == {"rec": os.path.join(files, "noidx.rec"), "mode": "entropy", "batches": 2,
+                                  "batch_size": BATCH, "exclude_first_conv": False}
+    assert abs(res["top5_correct"] - ref["top5_correct"]) <= 3  # random weights: close to float32, not equal
+
+
+def test_int8_without_calibration_or_on_gpu_is_a_clear_error(files):
+    proc, _ = run_verify(files, "--dtype", "int8")
+    assert proc.returncode != 0 and "--dtype int8 needs --calib-rec" in proc.stderr
+    proc, _ = run_verify(files, "--dtype", "int8", "--calib-rec", os.path.join(files, "missing.rec"))
+    assert proc.returncode != 0 and "--calib-rec: record file (.rec) not found" in proc.stderr
+    assert "evaluation set itself" in subprocess.run([PY, VERIFY, "--help"], capture_output=True, text=True).stdout

@@ -1,11 +1,11 @@
-"""bfloat16 inference on CPU: MXNet AMP's conversion, widened so that the whole feature map path stays in bfloat16.
+"""bfloat16 inference on CPU: MXNet AMP's conversion, with oneDNN fusion and bfloat16 weights.
 
-AMP's default lists run only convolutions and dense layers in bfloat16 and put a cast before and after every other
-operator (the split-attention slices, products and sums, the pooling): on a ResNeSt that is hundreds of full-size
-casts per image. Here the layout and elementwise operators listed in :data:`BF16_SAFE_OPS` (MXNet has bfloat16 CPU
-kernels for them) run in bfloat16 too; reductions with few outputs (softmax, sum, dot) stay in float32. The weights
-are stored in bfloat16 (``cast_optional_params``), and oneDNN fusion (convolution + BatchNorm + ReLU + residual add)
-runs on the converted graph.
+The convolutions, dense layers, pooling and the layout operators listed in :data:`BF16_SAFE_OPS` run in bfloat16;
+the split-attention tail (``broadcast_mul``, ``slice_axis``, ``add_n``) and the small reductions (softmax, sum) run
+in float32 between two casts. That is measured, not cautious: MXNet 1.9's bfloat16 ``broadcast_mul`` is a scalar
+kernel that took twice as long as all the (AMX) convolutions of ResNeSt-50 together, while a cast is one oneDNN
+reorder (README, "Performance"). The weights are stored in bfloat16 (``cast_optional_params``), and oneDNN fusion
+(convolution + BatchNorm + ReLU + residual add) runs on the converted graph.
 """
 import warnings
 
@@ -13,10 +13,10 @@ import mxnet as mx
 
 __all__ = ["BF16_SAFE_OPS", "to_bfloat16"]
 
-# Layout and elementwise operators that AMP would run in float32 (or in the widest input type) although MXNet's CPU
-# kernels take bfloat16. (Pooling, Activation, BatchNorm, Concat already follow their input; add_n and
-# elemwise_add, elemwise_mul stay in bfloat16 when all their inputs are: AMP allows no other choice for them.)
-BF16_SAFE_OPS = ("slice_axis", "SliceChannel", "split", "broadcast_mul", "Reshape", "Flatten")
+# Layout operators that AMP would run in float32 although MXNet's CPU kernels take bfloat16 at full speed.
+# (Pooling, Activation, BatchNorm, Concat already follow their input; add_n, elemwise_add and elemwise_mul take the
+# widest of their inputs.) Not here, because their bfloat16 kernels are slow: broadcast_mul, slice_axis.
+BF16_SAFE_OPS = ("SliceChannel", "split", "Reshape", "Flatten")
 
 
 def to_bfloat16(net, input_shape, ctx, fuse=True):

@@ -9,6 +9,7 @@ import mxnet as mx
 from .amx import enable_amx
 from .bfloat16 import to_bfloat16
 from .quantization import CALIB_MODES, quantize
+from .splat import set_inference_layout
 
 __all__ = ["DTYPES", "SUPPORTED_DEVICES", "CALIB_MODES", "optimize", "input_dtype"]
 
@@ -37,6 +38,9 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True, ca
              num_calib_batches=None, exclude_first_conv=False, amx=True):
     """Hybridizes ``net`` (static allocation and shapes) and converts it to ``dtype``; returns the network to call.
 
+    ``net`` is prepared in place: its split-attention blocks take their inference layout
+    (:func:`~resnest_gluon.splat.set_inference_layout`), which gives the same numbers.
+
     ``fuse`` (float32 and bfloat16 on CPU): oneDNN subgraph fusion (``optimize_for(backend='MKLDNN')``): convolution,
     folded BatchNorm, ReLU and the residual add run as one primitive. The parameters are not modified, and any batch
     size works afterwards. ``input_shape`` defaults to ``(1, 3, S, S)`` with ``S`` the model's data-config input size.
@@ -61,6 +65,7 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True, ca
         raise ValueError(f"calib_data is only used with dtype='int8', got dtype={dtype!r}")
     if dtype in ("bfloat16", "int8") and amx:
         enable_amx()
+    set_inference_layout(net)
     if input_shape is None:
         size = getattr(getattr(net, "data_config", None), "input_size", 224)
         input_shape = (1, 3, size, size)

@@ -4,15 +4,16 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "
 - the global pooling runs on all radix splits at once and the radix sum happens on the pooled (B, R*C) vector: a mean
   commutes with a sum, and this skips a full-size add (GluonCV reduces a 5-D tensor over the radix axis, which
   dominates its forward time);
-- the attention scales the channels through an outer product (``dot``) instead of ``broadcast_mul``: the backward
-  pass to the attention weights is then a matrix-vector product instead of MXNet's generic broadcast reduction, which
-  alone took a fifth of a training step;
+- for training, the attention scales the channels through an outer product (``dot``) instead of ``broadcast_mul``:
+  the backward pass to the attention weights is then a matrix-vector product instead of MXNet's generic broadcast
+  reduction, which alone took a fifth of a training step; for inference (:func:`set_inference_layout`, called by
+  :func:`resnest_gluon.optimize`) it is ``broadcast_mul``, which has bfloat16 kernels where ``dot`` has none;
 - the radix splits are summed with ``slice_axis`` + ``add_n`` on 4-D tensors.
 Child names (``conv``, ``bn``, ``fc1``, ``bn1``, ``fc2``) match the official Gluon / GluonCV parameter files.
 """
 from mxnet.gluon import nn
 
-__all__ = ["SplitAttentionConv", "radix_softmax", "scale_channels"]
+__all__ = ["SplitAttentionConv", "radix_softmax", "scale_channels", "set_inference_layout"]
 
 
 def radix_softmax(F, logits, radix, cardinality):
@@ -27,15 +28,28 @@ def radix_softmax(F, logits, radix, cardinality):
     return F.softmax(attn, axis=1).reshape((0, -1))
 
 
-def scale_channels(F, x, scale):
+def scale_channels(F, x, scale, inference=False):
     """``x * scale[:, :, None, None]`` for ``x`` of shape (B, C, H, W) and ``scale`` of shape (B, C).
 
-    The broadcast is an outer product with a row of ones, so the gradient to ``scale`` is a ``dot`` (a GEMV) rather
-    than ``broadcast_mul``'s slow reduction; the forward pass costs the same.
+    Training layout: the broadcast is an outer product with a row of ones, so the gradient to ``scale`` is a ``dot``
+    (a GEMV) rather than ``broadcast_mul``'s slow reduction; the forward pass costs the same. Inference layout:
+    ``broadcast_mul`` (it keeps bfloat16 and int8 graphs free of float32 islands).
     """
+    if inference:
+        return F.broadcast_mul(x, scale.reshape((0, 0, 1, 1)))
     rows = x.reshape((-3, -1))                                         # (B*C, H*W)
     ones = F.ones_like(F.slice_axis(rows, axis=0, begin=0, end=1))     # (1, H*W), no gradient
     return (rows * F.dot(scale.reshape((-1, 1)), ones)).reshape_like(x)
+
+
+def set_inference_layout(net, enabled=True):
+    """Puts every split-attention block in ``net`` in its inference (or training) layout; same numbers either way.
+
+    Takes effect at the next ``hybridize()`` (which rebuilds the graph) or imperative call.
+    """
+    net.apply(lambda block: setattr(block, "inference_layout", enabled)
+              if isinstance(block, SplitAttentionConv) else None)
+    return net
 
 
 class SplitAttentionConv(nn.HybridBlock):
@@ -62,6 +76,7 @@ class SplitAttentionConv(nn.HybridBlock):
             raise ValueError(f"channels={channels} is not divisible by cardinality={cardinality}")
         inter = max(channels * radix // reduction, 32)
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
+        self.inference_layout = False  # see set_inference_layout
         with self.name_scope():
             self.conv = nn.Conv2D(channels * radix, kernel_size, strides, padding, dilation,
                                   groups=cardinality * radix, use_bias=False, in_channels=in_channels)
@@ -76,7 +91,7 @@ class SplitAttentionConv(nn.HybridBlock):
         if self.radix > 1:                                                   # sum of the splits' means
             gap = F.sum(gap.reshape((0, self.radix, -1)), axis=1).reshape((0, -1, 1, 1))
         attn = self.fc2(F.Activation(self.bn1(self.fc1(gap)), act_type="relu"))
-        out = scale_channels(F, x, radix_softmax(F, attn, self.radix, self.cardinality))
+        out = scale_channels(F, x, radix_softmax(F, attn, self.radix, self.cardinality), self.inference_layout)
         if self.radix == 1:
             return out
         c = self.channels

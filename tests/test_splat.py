@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from resnest_gluon import SplitAttentionConv
+from resnest_gluon.splat import set_inference_layout
 
 
 def reference_splat(block, x):
@@ -35,7 +36,8 @@ def reference_splat(block, x):
 
 @pytest.mark.parametrize("radix,cardinality", [(1, 1), (2, 1), (4, 1), (1, 4), (2, 2), (4, 2)])
 @pytest.mark.parametrize("hybridize", [False, True])
-def test_split_attention_matches_formula(radix, cardinality, hybridize, rng):
+@pytest.mark.parametrize("inference_layout", [False, True])
+def test_split_attention_matches_formula(radix, cardinality, hybridize, inference_layout, rng):
     block = SplitAttentionConv(channels=64, radix=radix, cardinality=cardinality, in_channels=32, strides=2)
     block.initialize(mx.init.Xavier(magnitude=2))
     for name, p in block.collect_params().items():  # non-trivial BN so that a wrong channel order shows
@@ -44,6 +46,8 @@ def test_split_attention_matches_formula(radix, cardinality, hybridize, rng):
         elif name.endswith(("running_mean", "beta", "bias")):
             p.set_data(mx.nd.array(rng.normal(0, 0.5, p.shape)))
     x = rng.normal(size=(2, 32, 9, 9)).astype("float32")
+    set_inference_layout(block, inference_layout)
+    assert block.inference_layout is inference_layout
     if hybridize:
         block.hybridize(static_alloc=True, static_shape=True)
     out = block(mx.nd.array(x)).asnumpy()
@@ -63,3 +67,26 @@ def test_bad_shapes_are_rejected():
         SplitAttentionConv(30, cardinality=4)
     with pytest.raises(ValueError, match="radix"):
         SplitAttentionConv(32, radix=0)
+
+
+def test_both_layouts_give_the_same_gradients(rng):
+    """The training layout (outer product) and the inference layout (broadcast_mul) differ only in speed."""
+    from mxnet import autograd
+
+    x = mx.nd.array(rng.normal(size=(2, 32, 9, 9)).astype("float32"))
+    grads = []
+    for inference_layout in (False, True):
+        mx.random.seed(3)
+        block = SplitAttentionConv(channels=64, radix=2, in_channels=32)
+        block.initialize(mx.init.Xavier(magnitude=2))
+        set_inference_layout(block, inference_layout)
+        block.hybridize()
+        with autograd.record(train_mode=False):  # BN on running statistics: no batch-of-2 noise in the gradients
+            loss = (block(x) ** 2).sum()
+        loss.backward()
+        grads.append({k.split("_", 1)[1]: p.grad().asnumpy() for k, p in block.collect_params().items()
+                      if p.grad_req != "null"})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        scale = np.abs(grads[0][name]).max()
+        np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5 * scale, err_msg=name)

@@ -24,6 +24,7 @@ NAMES = [f"thing_{i}" for i in range(10)]
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
     net = get_model("resnest14", classes=10)
+    mx.random.seed(2)  # the same weights whatever ran before in this process
     net.initialize(mx.init.Xavier(magnitude=3))
     randomize_bn(net, seed=2)
     net.save_parameters(str(d / "r14.params"))
@@ -117,8 +118,10 @@ def test_int8_predictor_agrees_with_float32_and_cli_needs_calibration(setup, tmp
     ref = Predictor("resnest14", params=str(d / "r14.params"), classes=NAMES).probabilities(images)
     low = Predictor("resnest14", params=str(d / "r14.params"), classes=NAMES, dtype="int8", calib_data=calib,
                     num_calib_batches=2).probabilities(images)
-    assert (low.argmax(axis=1) == ref.argmax(axis=1)).all()
     assert np.abs(low - ref).max() < 0.1
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * np.abs(low - ref).max()  # a random network has near-ties: skip those
+    assert clear.any() and (low.argmax(axis=1) == ref.argmax(axis=1))[clear].all()
     proc = subprocess.run([sys.executable, PREDICT, images[0], "--model", "resnest14", "--params",
                            str(d / "r14.params"), "--classes", str(d / "names.txt"), "--dtype", "int8"],
                           capture_output=True, text=True, timeout=300)

@@ -47,15 +47,28 @@ class Distributed:
         return mx.gluon.Trainer(params, optimizer, optimizer_params, kvstore=None)
 
     def broadcast_parameters(self, params):
-        """Copies rank 0's initialised parameters to every rank (initialise them fully first)."""
-        if self.hvd is not None:
-            self.hvd.broadcast_parameters(params, root_rank=0)
+        """Copies rank 0's parameters to every rank: a sum over ranks to which the others contribute zeros.
+
+        ``params`` (a ParameterDict or {name: Parameter}) must be initialised. Horovod's own broadcast is avoided:
+        in Horovod 0.28.1 it logs the tensor's name after handing the tensor to the background thread, which may
+        already have finished and freed it; under load that is a segfault (seen in CI, core dump in
+        ``EnqueueTensorBroadcast``). Allreduce logs before. ``x + 0 == x`` exactly, so every rank gets rank 0's bits
+        (up to the sign of zeros).
+        """
+        if self.hvd is None:
+            return
+        for name, p in sorted(params.items()):
+            data = p.data()
+            if self.rank != 0:
+                data[:] = 0
+            self.hvd.allreduce_(data, op=self.hvd.Sum, name=f"broadcast.{name}")
+        mx.nd.waitall()
 
     def allreduce_sum(self, values, name):
         """Element-wise sum of a list of floats over ranks (e.g. correct/total counts), in float64."""
         arr = mx.nd.array(values, dtype="float64")
         if self.hvd is not None:
-            arr = self.hvd.allreduce(arr, average=False, name=name)
+            arr = self.hvd.allreduce(arr, op=self.hvd.Sum, name=name)
         return [float(v) for v in arr.asnumpy()]
 
     def allgather_object(self, obj):

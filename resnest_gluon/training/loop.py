@@ -153,7 +153,7 @@ def average_running_stats(net, dist):
         return
     for name, p in sorted(net._collect_params_with_prefix().items()):
         if name.endswith(("running_mean", "running_var")):
-            dist.hvd.allreduce_(p.data(), average=True, name=f"bn_stats.{name}")
+            dist.hvd.allreduce_(p.data(), op=dist.hvd.Average, name=f"bn_stats.{name}")
 
 
 def param_digest(net):

@@ -10,7 +10,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 import _recipe
-from resnest_gluon import deploy
+from resnest_gluon import amx
 from resnest_gluon.deploy import SUPPORTED_DEVICES, input_dtype, optimize
 
 SUPPORTED_CTX = SUPPORTED_DEVICES  # dtype -> device types (checked before any model is built)
@@ -18,23 +18,10 @@ CALIBRATION_BATCHES = 2  # int8: random batches, enough for a speed measurement 
 
 
 def enable_amx():
-    """Lets oneDNN use Intel AMX for bfloat16 / int8 in this process, through ``resnest_gluon.amx`` when the library
-    has it. Called at start-up because oneDNN fixes its instruction set at its first primitive: a bfloat16 or int8
-    case timed after float32 ones in the same process would otherwise run without AMX (float32 kernels never use
-    it). Returns whether AMX is on; None when this library version has no ``resnest_gluon.amx``."""
-    try:
-        from resnest_gluon.amx import enable_amx as enable
-    except ImportError:
-        return None
-    return enable()
-
-
-def int8_unavailable():
-    """Why int8 cannot be timed with this library version, or None when ``deploy.optimize`` offers it."""
-    if "int8" not in deploy.DTYPES:
-        return (f"resnest_gluon.deploy offers no int8 yet (deploy.DTYPES = {', '.join(deploy.DTYPES)}); the int8 "
-                "path is being added there")
-    return None
+    """Lets oneDNN use Intel AMX for bfloat16 / int8 in this process (``resnest_gluon.amx``); returns whether AMX is
+    on. Called at start-up because oneDNN fixes its instruction set at its first primitive: a bfloat16 or int8 case
+    timed after float32 ones in the same process would otherwise run without AMX (float32 kernels never use it)."""
+    return amx.enable_amx()
 
 
 def make_step(net, batch_size, input_size, dtype, ctx, seed=0, fuse=True):
@@ -49,9 +36,6 @@ def make_step(net, batch_size, input_size, dtype, ctx, seed=0, fuse=True):
     x = mx.nd.random.uniform(-1, 1, shape=(batch_size, 3, input_size, input_size), ctx=ctx)
     extra = {}
     if dtype == "int8":
-        reason = int8_unavailable()
-        if reason:
-            raise ValueError(reason)
         extra["calib_data"] = [mx.nd.random.uniform(-1, 1, shape=x.shape, ctx=ctx)
                                for _ in range(CALIBRATION_BATCHES)]
     net = optimize(net, dtype, ctx, input_shape=x.shape, fuse=fuse, **extra)

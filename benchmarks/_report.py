@@ -1,5 +1,5 @@
 """Turns measured rows into what the paper's table lets us check: ratios to resnest50@224, relative order, peers;
-and the text-table formatting the benchmarks share.
+and what the benchmarks share: text-table formatting, the report header, writing the JSON and the PNG.
 
 Absolute numbers from a CPU cannot be compared with the paper's V100 img/s; ratios between models can, roughly.
 
@@ -16,6 +16,10 @@ latency.json (schema "resnest-gluon/latency/1"):
     order_check {"<batch>": {ours [labels by img/s], paper [same labels by paper img/s], matches}}
 """
 
+import datetime
+import os
+
+from _bench import command_line
 from _paper import GPU_IMG_PER_S, REFERENCE
 
 
@@ -87,8 +91,29 @@ def order_lines(checks):
     return "\n".join(lines)
 
 
+def header(schema, machine):
+    """The fields every benchmark report (latency.json, compare.json) starts with, in this order."""
+    return {
+        "schema": schema,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(),
+        "machine": machine,
+    }
+
+
 def write_json(path, report):
     """The report, written atomically (imported here: this module must not load a framework at import)."""
     from resnest_gluon.atomic import write_json as atomic_write_json
 
     atomic_write_json(path, report)
+
+
+def write_outputs(out_dir, stem, doc, draw):
+    """Writes ``OUT/<stem>.json`` (atomically), then the chart with ``draw(png_path)`` to ``OUT/<stem>.png``; prints
+    both paths and returns them (json_path, png_path)."""
+    os.makedirs(out_dir, exist_ok=True)
+    json_path, png_path = os.path.join(out_dir, f"{stem}.json"), os.path.join(out_dir, f"{stem}.png")
+    write_json(json_path, doc)
+    draw(png_path)
+    print(f"wrote {json_path} and {png_path}")
+    return json_path, png_path

@@ -8,7 +8,6 @@ Every side gets the same model, input, batch, thread count and random weights, a
 the rounds. The goals are reported (pass/fail), never asserted.
 """
 import argparse
-import datetime
 import gc
 import os
 import sys
@@ -22,7 +21,7 @@ sys.path.insert(0, HERE)
 import _cases  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
 import _peers  # noqa: E402
 import _recipe  # noqa: E402
-from _bench import alternate, build, command_line, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from _bench import alternate, build, machine_info, parse_spec, positive, set_threads  # noqa: E402
 from _timing import summarize, warm_up  # noqa: E402
 
 DEFAULT_MODELS = ("resnest50@224",)
@@ -40,7 +39,6 @@ cases (--cases, default: {' '.join(_cases.DEFAULT_CASES)}): KIND-bN times KIND a
   momentum {_recipe.MOMENTUM}, weight decay {_recipe.WEIGHT_DECAY}, lr {_recipe.LR_PER_128} x N / 128), random labels
   and no DropBlock (GluonCV builds resnest26 and up with DropBlock 0.1: its worker sets it to 0), so every side
   trains the same network.
-  int8 is reported as unavailable (with the reason) while resnest_gluon.deploy offers no int8.
 models: NAME[@SIZE] (default: {' '.join(DEFAULT_MODELS)}); both naming schemes work (resnest14 = resnest14d,
   resnest50_fast_4s2x40d = resnest50d_4s2x40d, ...). The peers time the same architecture under their own name
   (timm: resnest50 -> resnest50d, resnest101 -> resnest101e, ...); a peer without it (GluonCV has no
@@ -90,12 +88,10 @@ def build_parser():
 
 
 def prepare_ours(spec, case, ctx):
-    """Our side of a case: (step, params), or (None, reason) when this library version cannot run it."""
+    """Our side of a case: (step, params)."""
     import _mx_prep
     from resnest_gluon import count_params
 
-    if case.spec.dtype == "int8" and _mx_prep.int8_unavailable():
-        return None, _mx_prep.int8_unavailable()
     net = build(spec.name)
     if case.spec.mode == "train":
         step = _mx_prep.make_train_step(net, case.batch_size, spec.input_size, ctx)
@@ -227,10 +223,7 @@ def report(args, info, results, peer_env):
     print(table(results, peers))
     print(goal_lines(goals))
     doc = {
-        "schema": "resnest-gluon/compare/1",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(),
-        "machine": info,
+        **_report.header("resnest-gluon/compare/1", info),
         "protocol": {
             "ctx": "cpu", "warmup": args.warmup, "iters": args.iters, "seconds": args.seconds, "rounds": args.rounds,
             "order": "alternating rounds: ours, then each peer, per round",
@@ -248,10 +241,8 @@ def report(args, info, results, peer_env):
         "results": results,
         "goals": goals,
     }
-    json_path, png_path = os.path.join(args.out, "compare.json"), os.path.join(args.out, "compare.png")
-    _report.write_json(json_path, doc)
-    _plot.compare_chart(png_path, results, peers, f"{info['cpu']}, {info['threads']} threads")
-    print(f"wrote {json_path} and {png_path}")
+    _report.write_outputs(args.out, "compare", doc, lambda png_path: _plot.compare_chart(
+        png_path, results, peers, f"{info['cpu']}, {info['threads']} threads"))
     return doc
 
 

@@ -7,7 +7,6 @@ wait_to_read(). The table gives per-batch latency (p50/p90), img/s, the paper's 
 be compared with a V100 in absolute terms, each model's img/s relative to resnest50@224, in our run and in the paper.
 """
 import argparse
-import datetime
 import gc
 import os
 import sys
@@ -18,7 +17,7 @@ sys.path.insert(0, HERE)
 
 import _paper  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
 import _peers  # noqa: E402
-from _bench import alternate, build, command_line, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from _bench import alternate, build, machine_info, parse_spec, positive, set_threads  # noqa: E402
 from _timing import summarize, warm_up  # noqa: E402
 
 CPU_BATCH_SIZE = 16
@@ -109,8 +108,6 @@ def main(argv=None):
     import _mx_prep  # imports mxnet, now that the thread variables are set
 
     assert set(_mx_prep.SUPPORTED_CTX) <= set(DTYPES), "DTYPES must list resnest_gluon.deploy's dtypes"
-    if args.dtype == "int8" and _mx_prep.int8_unavailable():
-        parser.error(f"--dtype int8: {_mx_prep.int8_unavailable()}")
     if args.ctx not in _mx_prep.SUPPORTED_CTX[args.dtype]:
         hint = {"float16": "float16 needs --ctx gpu (MXNet has no fast float16 CPU kernels); on CPU use "
                            "--dtype bfloat16", "bfloat16": "bfloat16 is a CPU (oneDNN) path; on GPU use float16"}
@@ -160,12 +157,8 @@ def report(args, info, results, peer_env):
     print(_report.table(results, peers))
     if checks:
         print(_report.order_lines(checks))
-    os.makedirs(args.out, exist_ok=True)
     doc = {
-        "schema": "resnest-gluon/latency/1",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(),
-        "machine": info,
+        **_report.header("resnest-gluon/latency/1", info),
         "protocol": {"ctx": args.ctx, "dtype": args.dtype, "warmup": args.warmup, "iters": args.iters,
                      "seconds": args.seconds, "rounds": args.rounds, "hybridize": dict(static_alloc=True,
                                                                                       static_shape=True),
@@ -177,10 +170,8 @@ def report(args, info, results, peer_env):
         "results": results,
         "order_check": checks,
     }
-    json_path, png_path = os.path.join(args.out, "latency.json"), os.path.join(args.out, "latency.png")
-    _report.write_json(json_path, doc)
-    _plot.bar_chart(png_path, results, peers, f"{info['cpu']}, {info['threads']} threads, {args.dtype}")
-    print(f"wrote {json_path} and {png_path}")
+    _report.write_outputs(args.out, "latency", doc, lambda png_path: _plot.bar_chart(
+        png_path, results, peers, f"{info['cpu']}, {info['threads']} threads, {args.dtype}"))
     return doc
 
 

@@ -1,6 +1,6 @@
 """benchmarks/compare.py: one run times every case for ours, GluonCV and timm and reports JSON, ratios, goals and a
-PNG; the training step really trains; int8 is reported unavailable until resnest_gluon.deploy offers it; bad
-arguments fail with a clear message.
+PNG; the training step really trains; a case ours cannot prepare is reported, not raised; bad arguments fail with a
+clear message.
 
 The end-to-end run is small (resnest14 at 64 px, batch 2, one round of one batch, one thread): it checks what is
 reported, not speed.
@@ -24,7 +24,7 @@ import compare  # noqa: E402
 from _timing import median  # noqa: E402
 from test_latency import check_png, check_stats  # noqa: E402
 
-from resnest_gluon import deploy, get_model  # noqa: E402
+from resnest_gluon import get_model  # noqa: E402
 
 CASES = ("infer-b1", "infer-b2", "train-b2", "bf16-b2", "int8-b2")
 
@@ -53,7 +53,7 @@ def test_one_run_reports_every_case_for_every_side(small_run):
     assert doc["command"][0] == "benchmarks/compare.py" and "--cases" in doc["command"]
     machine = doc["machine"]
     assert machine["threads"] == 1 and len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
-    assert machine["amx"] in (True, False, None)  # None: this library version has no resnest_gluon.amx
+    assert machine["amx"] in (True, False)
     protocol = doc["protocol"]
     assert (protocol["iters"], protocol["rounds"], protocol["warmup"]) == (1, 1, 1)
     assert list(protocol["cases"]) == list(CASES)
@@ -85,15 +85,11 @@ def test_one_run_reports_every_case_for_every_side(small_run):
 
 
 @pytest.mark.slow
-def test_int8_row_follows_what_deploy_offers(small_run):
+def test_int8_row_is_timed_for_ours_only(small_run):
     _, doc, _ = small_run
     row = next(r for r in doc["results"] if r["case"] == "int8-b2")
     assert {p["available"] for p in row["peers"].values()} == {False}  # int8 is ours only
-    if "int8" in deploy.DTYPES:
-        assert row["available"] and row["img_per_s"] > 0
-    else:
-        assert not row["available"] and "no int8" in row["reason"]
-        assert "img_per_s" not in row
+    assert row["available"] and row["img_per_s"] > 0
 
 
 @pytest.mark.slow
@@ -126,14 +122,18 @@ def test_training_step_updates_every_weight(build):
     assert np.isfinite(step().asnumpy()).all()
 
 
-def test_int8_unavailable_is_reported_not_raised(monkeypatch):
-    monkeypatch.setattr(deploy, "DTYPES", ("float32", "float16", "bfloat16"))
-    reason = _mx_prep.int8_unavailable()
-    assert "no int8" in reason
-    step, why = compare.prepare_ours(compare.parse_spec("resnest14@32"), _cases.parse_case("int8-b2"), mx.cpu())
-    assert step is None and why == reason
-    with pytest.raises(ValueError, match="no int8"):
-        _mx_prep.make_step(get_model("resnest14"), 2, 32, "int8", mx.cpu())
+def test_a_case_ours_cannot_prepare_is_reported_not_raised(monkeypatch):
+    def failing_prepare(spec, case, ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(compare, "prepare_ours", failing_prepare)
+    row = compare.measure(compare.parse_spec("resnest14@32"), _cases.parse_case("int8-b16"), None, mx.cpu(),
+                          {"timm": FakeWorker()})
+    assert not row["available"] and row["reason"] == "ours failed: RuntimeError: boom" and "img_per_s" not in row
+    assert row["peers"] == {"timm": {"available": False, "reason": "ours unavailable"}}
+    goals = {(g["case"], g["metric"]): g for g in _cases.check_goals([row])}
+    assert goals[("int8-b16", "ours img/s")]["note"] == "ours unavailable: ours failed: RuntimeError: boom"
+    assert "n/a resnest14@32 int8-b16 ours: ours failed" in compare.table([row], ("timm",))
 
 
 def test_int8_available_is_calibrated_on_random_batches(monkeypatch):
@@ -143,9 +143,7 @@ def test_int8_available_is_calibrated_on_random_batches(monkeypatch):
         calls.append((dtype, input_shape, kwargs))
         return net
 
-    monkeypatch.setattr(deploy, "DTYPES", deploy.DTYPES + ("int8",) * ("int8" not in deploy.DTYPES))
     monkeypatch.setattr(_mx_prep, "optimize", fake_optimize)
-    assert _mx_prep.int8_unavailable() is None
     step, params = compare.prepare_ours(compare.parse_spec("resnest14@32"), _cases.parse_case("int8-b2"), mx.cpu())
     step()
     ((dtype, shape, kwargs),) = calls
@@ -185,13 +183,13 @@ def test_goal_check_passes_fails_and_explains():
                 "peers": {p: {"available": True, "ours_over_peer": ours / v} for p, v in peers.items()}}
 
     results = [row("infer-b1", 30.0, gluoncv=10.0, timm=25.0), row("bf16-b16", 20.0),
-               {"label": "m@1", "case": "int8-b16", "available": False, "reason": "no int8", "peers": {}}]
+               {"label": "m@1", "case": "int8-b16", "available": False, "reason": "ours failed: boom", "peers": {}}]
     goals = {(g["case"], g["metric"]): g for g in _cases.check_goals(results)}
     assert goals[("infer-b1", "ours/gluoncv")]["passed"] is True   # 3.0 >= 2.5
     assert goals[("infer-b1", "ours/timm")]["passed"] is False     # 1.2 < 1.3
     assert goals[("bf16-b16", "ours img/s")] == {"label": "m@1", "case": "bf16-b16", "metric": "ours img/s",
                                                  "target": 25.0, "value": 20.0, "passed": False, "note": None}
-    assert goals[("int8-b16", "ours img/s")]["note"] == "ours unavailable: no int8"
+    assert goals[("int8-b16", "ours img/s")]["note"] == "ours unavailable: ours failed: boom"
     assert goals[("infer-b16", "ours/timm")]["passed"] is None
 
 

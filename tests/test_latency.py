@@ -149,12 +149,3 @@ def test_ratios_and_order_against_the_paper():
     assert not check["matches"]
     assert check["paper"] == ["resnest50@224", "resnest50@256", "resnest101@256"]
     assert check["ours"] == ["resnest50@224", "resnest101@256", "resnest50@256"]
-
-
-def test_int8_before_deploy_offers_it_is_a_clear_error(tmp_path):
-    from resnest_gluon import deploy
-
-    if "int8" in deploy.DTYPES:
-        pytest.skip("resnest_gluon.deploy offers int8")
-    proc = run_latency("--dtype", "int8", "--out", str(tmp_path), timeout=120)
-    assert proc.returncode == 2 and "--dtype int8: resnest_gluon.deploy offers no int8" in proc.stderr

@@ -1,4 +1,8 @@
 """Split-attention convolution against a direct NumPy transcription of the paper's formula."""
+import os
+import subprocess
+import sys
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -90,3 +94,31 @@ def test_both_layouts_give_the_same_gradients(rng):
     for name in grads[0]:
         scale = np.abs(grads[0][name]).max()
         np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+TRAIN_STEP = """
+import mxnet as mx
+from mxnet import autograd
+from resnest_gluon import SplitAttentionConv
+block = SplitAttentionConv(160, radix=4, cardinality=2, in_channels=160)  # resnest50_fast_4s2x40d, stage 2
+block.initialize()
+block.hybridize(static_alloc=True, static_shape=True)
+x = mx.nd.random.uniform(shape=(2, 160, 8, 8))
+x.attach_grad()
+for _ in range(2):
+    with autograd.record():
+        y = block(x)
+    y.backward()
+    mx.nd.waitall()
+"""
+
+
+def test_training_batch_norm_of_a_4k_channel_group_conv_runs_oneDNNs_vectorised_kernels():
+    """20 input channels per group: oneDNN would hand the batch norm a 4-channel-blocked tensor, which it can only
+    run with its reference kernel (4x slower than the whole convolution); the block reorders to plain NCHW first."""
+    env = {**os.environ, "DNNL_VERBOSE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", TRAIN_STEP], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bnorm = [ln for ln in proc.stdout.splitlines() if ln.startswith("dnnl_verbose,exec") and "batch_normalization" in ln]
+    assert bnorm, "oneDNN ran no batch norm (is MXNet built with oneDNN?)"
+    assert not [ln for ln in bnorm if "_ref" in ln], "\n".join(bnorm)

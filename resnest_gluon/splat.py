@@ -9,10 +9,10 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "
   reduction, which alone took a fifth of a training step; for inference (:func:`set_inference_layout`, called by
   :func:`resnest_gluon.optimize`) it is ``broadcast_mul``, which has bfloat16 kernels where ``dot`` has none;
 - the radix splits are summed with ``slice_axis`` + ``add_n`` on 4-D tensors;
-- for training, a grouped convolution with 4k (not 8k) input channels per group (``resnest50_fast_2s2x40d`` and
-  ``4s2x40d``) hands a plain-layout output to its batch norm (:func:`_plain_after_conv`): oneDNN's batch norm has
-  only reference kernels for the 4-channel-blocked layout it would get (a batch-16 training step of
-  resnest50d_4s2x40d spent over half its time there).
+- a grouped convolution with 4k (not 8k) input channels per group (``resnest50_fast_2s2x40d`` and ``4s2x40d``)
+  gets a plain-layout output (:func:`_plain_after_conv`): oneDNN makes it 4-channel-blocked, for which its batch
+  norm (training) and pooling (inference) have only reference kernels (over half of a resnest50d_4s2x40d training
+  step, a third of its inference).
 Child names (``conv``, ``bn``, ``fc1``, ``bn1``, ``fc2``) match the official Gluon / GluonCV parameter files.
 """
 from mxnet.gluon import nn
@@ -47,12 +47,13 @@ def scale_channels(F, x, scale, inference=False):
 
 
 def _plain_after_conv(channels_per_group):
-    """Whether, in training, to reorder the grouped convolution's output to plain NCHW before its batch norm.
+    """Whether to reorder the grouped convolution's output to plain NCHW: before the batch norm in training, after
+    the fused convolution + BN + ReLU in inference (a reshape to the same shape makes MXNet reorder).
 
     oneDNN gives a convolution whose groups have 4k (not 8k) input channels a 4-channel-blocked output, for which its
-    batch norm has only the reference kernels. A reshape to the same shape makes MXNet reorder to plain NCHW, which
-    the batch norm runs vectorised. Measured on the 4s2x40d stage-2 convolution (20 channels per group, 16 x 28 x 28,
-    one thread, forward + backward): 3.7 -> 0.7 s. Unknown channel counts (``in_channels=0``) are left alone.
+    batch norm and pooling have only reference kernels. Measured on the 4s2x40d stage-2 convolution (20 channels per
+    group, 16 x 28 x 28, one thread, forward + backward): 3.7 -> 0.7 s. Unknown channel counts (``in_channels=0``)
+    are left alone.
     """
     return channels_per_group > 0 and channels_per_group % 8 != 0
 
@@ -103,9 +104,11 @@ class SplitAttentionConv(nn.HybridBlock):
 
     def hybrid_forward(self, F, x):
         x = self.conv(x)
-        if self._plain_after_conv and not self.inference_layout:  # inference: conv + BN fused, no BN kernel
+        if self._plain_after_conv and not self.inference_layout:  # training: before the batch norm
             x = x.reshape((0, 0, 0, 0))
         x = F.Activation(self.bn(x), act_type="relu")                       # (B, R*C, H, W), radix-major
+        if self._plain_after_conv and self.inference_layout:      # inference: after the fused conv + BN + ReLU
+            x = x.reshape((0, 0, 0, 0))
         gap = F.Pooling(x, kernel=(1, 1), pool_type="avg", global_pool=True)
         if self.radix > 1:                                                   # sum of the splits' means
             gap = F.sum(gap.reshape((0, self.radix, -1)), axis=1).reshape((0, -1, 1, 1))

@@ -58,13 +58,18 @@ def _plain_after_conv(channels_per_group):
     return channels_per_group > 0 and channels_per_group % 8 != 0
 
 
-def set_inference_layout(net, enabled=True):
+def set_inference_layout(net, enabled=True, quantized=False):
     """Puts every split-attention block in ``net`` in its inference (or training) layout; same numbers either way.
 
+    ``quantized``: for an int8 graph, whose quantized convolution and pooling keep oneDNN's layout better than a
+    reorder between a dequantize and a quantize would (resnest50d_4s2x40d int8: 23.5 vs 21.0 img/s at batch 16).
     Takes effect at the next ``hybridize()`` (which rebuilds the graph) or imperative call.
     """
-    net.apply(lambda block: setattr(block, "inference_layout", enabled)
-              if isinstance(block, SplitAttentionConv) else None)
+    def put(block):
+        if isinstance(block, SplitAttentionConv):
+            block.inference_layout, block.quantized = enabled, quantized
+
+    net.apply(put)
     return net
 
 
@@ -92,7 +97,7 @@ class SplitAttentionConv(nn.HybridBlock):
             raise ValueError(f"channels={channels} is not divisible by cardinality={cardinality}")
         inter = max(channels * radix // reduction, 32)
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
-        self.inference_layout = False  # see set_inference_layout
+        self.inference_layout = self.quantized = False  # see set_inference_layout
         self._plain_after_conv = _plain_after_conv(in_channels // (cardinality * radix))
         with self.name_scope():
             self.conv = nn.Conv2D(channels * radix, kernel_size, strides, padding, dilation,
@@ -107,7 +112,7 @@ class SplitAttentionConv(nn.HybridBlock):
         if self._plain_after_conv and not self.inference_layout:  # training: before the batch norm
             x = x.reshape((0, 0, 0, 0))
         x = F.Activation(self.bn(x), act_type="relu")                       # (B, R*C, H, W), radix-major
-        if self._plain_after_conv and self.inference_layout:      # inference: after the fused conv + BN + ReLU
+        if self._plain_after_conv and self.inference_layout and not self.quantized:  # after fused conv+BN+ReLU
             x = x.reshape((0, 0, 0, 0))
         gap = F.Pooling(x, kernel=(1, 1), pool_type="avg", global_pool=True)
         if self.radix > 1:                                                   # sum of the splits' means

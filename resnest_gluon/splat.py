@@ -9,9 +9,9 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "
   reduction, which alone took a fifth of a training step; for inference (:func:`set_inference_layout`, called by
   :func:`resnest_gluon.optimize`) it is ``broadcast_mul``, which has bfloat16 kernels where ``dot`` has none;
 - the radix splits are summed with ``slice_axis`` + ``add_n`` on 4-D tensors;
-- a grouped convolution with 4k (not 8k) input channels per group (``resnest50_fast_2s2x40d`` and ``4s2x40d``)
-  gets a plain-layout output (:func:`_plain_after_conv`): oneDNN makes it 4-channel-blocked, for which its batch
-  norm (training) and pooling (inference) have only reference kernels (over half of a resnest50d_4s2x40d training
+- a grouped convolution whose groups have a channel count that is not a multiple of 8 (``resnest50_fast_2s2x40d``
+  and ``4s2x40d``) gets a plain-layout output (:func:`_plain_after_conv`): for 4k channels oneDNN makes it
+  4-channel-blocked, for which its batch norm (training) and pooling (inference) have only reference kernels (over half of a resnest50d_4s2x40d training
   step, a third of its inference).
 Child names (``conv``, ``bn``, ``fc1``, ``bn1``, ``fc2``) match the official Gluon / GluonCV parameter files.
 """
@@ -51,7 +51,8 @@ def _plain_after_conv(channels_per_group):
     the fused convolution + BN + ReLU in inference (a reshape to the same shape makes MXNet reorder).
 
     oneDNN gives a convolution whose groups have 4k (not 8k) input channels a 4-channel-blocked output, for which its
-    batch norm and pooling have only reference kernels. Measured on the 4s2x40d stage-2 convolution (20 channels per
+    batch norm and pooling have only reference kernels; other counts that are not multiples of 8 get plain NCHW
+    already, where the reshape costs nothing. Measured on the 4s2x40d stage-2 convolution (20 channels per
     group, 16 x 28 x 28, one thread, forward + backward): 3.7 -> 0.7 s. Unknown channel counts (``in_channels=0``)
     are left alone.
     """

@@ -5,6 +5,7 @@ reproduced the paper's ratios to resnest50@224 exactly (paper ratio x our resnes
 its tick is a model whose relative speed differs.
 compare.png: img/s per case (compare.py), one panel per model, each peer bar labelled with ours/peer, "n/a" where
 a side could not run.
+op_profile.png: ms per batch of the costliest operators (op_profile.py), convolutions in blue.
 """
 import matplotlib
 
@@ -98,4 +99,15 @@ def compare_chart(path, results, peers, title):
         _grouped_bars(ax, len(rows), ["ours", *peers], value, note)
         ax.set_xticklabels([r["case"] for r in rows])
         ax.set_title(f"{label}: {title} (peer bars: ours/peer)", fontsize=10)
+    _save(fig, path)
+
+
+def op_profile_chart(path, rows, title):
+    """op_profile.png: horizontal bars, ms per batch of each operator row (costliest first), convolutions blue."""
+    rows = rows[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    ax.barh([r["op"] for r in rows], [r["ms_per_batch"] for r in rows],
+            color=[COLORS["ours"] if r["convolution"] else COLORS["gluoncv"] for r in rows])
+    ax.set_xlabel("ms per batch (blue: convolutions)")
+    ax.set_title(title, fontsize=10)
     _save(fig, path)

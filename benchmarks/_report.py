@@ -21,6 +21,7 @@ import os
 
 from _bench import command_line
 from _paper import GPU_IMG_PER_S, REFERENCE
+from _timing import NOISY_SPREAD
 
 
 def add_ratios(results):
@@ -69,7 +70,20 @@ def table(results, peers=()):
             p = r.get("peers", {}).get(peer)
             line += [fmt(p and p["img_per_s"], ".2f"), fmt(p and p["ours_over_peer"], ".3f")]
         lines.append(line)
-    return format_table(lines)
+    return "\n".join([format_table(lines)] + noisy_notes(results))
+
+
+def noisy_notes(results):
+    """A line per side whose rounds disagree by more than NOISY_SPREAD (its median, and the ratios, may be off)."""
+    notes = []
+    for r in results:
+        where = f"{r['label']} {r.get('case') or 'batch %d' % r['batch_size']}"
+        for side, s in [("ours", r)] + list(r.get("peers", {}).items()):
+            if s.get("round_spread", 0) > NOISY_SPREAD:
+                rounds = " ".join(f"{v:.2f}" for v in s["rounds_img_per_s"])
+                notes.append(f"  noisy {where} {side}: rounds {rounds} img/s (spread {s['round_spread']:.2f} > "
+                             f"{NOISY_SPREAD}); rerun on a quiet machine or with more --rounds")
+    return notes
 
 
 def format_table(lines):

@@ -2,6 +2,8 @@
 import math
 import time
 
+NOISY_SPREAD = 1.15  # rounds of one side further apart than this (fastest / slowest) make a number untrustworthy
+
 
 def time_batches(step, iters=None, seconds=None):
     """Per-batch wall times (ms) of ``step()``, which must run one batch and block until its result is ready.
@@ -45,7 +47,8 @@ def summarize(rounds, batch_size):
     """Statistics of alternating rounds (a list of per-batch latency lists, ms).
 
     Latency percentiles pool all timed batches; img/s is the median over rounds of each round's throughput, so one
-    disturbed round (another process waking up) moves the reported number less.
+    disturbed round (another process waking up) moves the reported number less. ``round_spread`` (fastest round /
+    slowest round) shows how far the rounds disagree: above :data:`NOISY_SPREAD` the machine was not quiet enough.
     """
     pooled = [v for r in rounds for v in r]
     per_round = [batch_size * 1e3 * len(r) / sum(r) for r in rounds]
@@ -56,4 +59,5 @@ def summarize(rounds, batch_size):
         "rounds_img_per_s": per_round,
         "latencies_ms": rounds,
         "timed_batches": len(pooled),
+        "round_spread": max(per_round) / min(per_round),
     }

@@ -187,7 +187,7 @@ def main(argv=None):
 
 def table(results, peers):
     """The printed table: img/s of every side and ours/peer, one line per model and case."""
-    from _report import fmt, format_table
+    from _report import fmt, format_table, noisy_notes
 
     lines = [["model", "case", "dtype", "batch", "ours img/s"]
              + [cell for peer in peers for cell in (f"{peer} img/s", f"ours/{peer}")]]
@@ -201,6 +201,7 @@ def table(results, peers):
                     for side, reason in [("ours", r.get("reason"))]
                     + [(peer, p.get("reason")) for peer, p in r["peers"].items()]
                     if reason and reason != "ours unavailable"})
+    notes += noisy_notes(results)
     return format_table(lines) + ("\n" + "\n".join(notes) if notes else "")
 
 

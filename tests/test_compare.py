@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import _cases  # noqa: E402
 import _mx_prep  # noqa: E402
 import _peers  # noqa: E402
+import _report  # noqa: E402
 import compare  # noqa: E402
 from _timing import median  # noqa: E402
 from test_latency import check_png, check_stats  # noqa: E402
@@ -191,6 +192,21 @@ def test_goal_check_passes_fails_and_explains():
                                                  "target": 25.0, "value": 20.0, "passed": False, "note": None}
     assert goals[("int8-b16", "ours img/s")]["note"] == "ours unavailable: ours failed: boom"
     assert goals[("infer-b16", "ours/timm")]["passed"] is None
+
+
+def test_rounds_that_disagree_are_flagged_in_the_table():
+    """A side whose rounds differ by more than NOISY_SPREAD gets a 'noisy' note naming the model, case and side."""
+    def side(*rounds_ms):
+        return {"available": True, **compare.summarize([[ms] for ms in rounds_ms], batch_size=16)}
+
+    steady, noisy = side(4000.0, 4100.0), side(4100.0, 7100.0)  # 3.90 and 2.25 img/s: a busy round
+    results = [{"label": "resnest101@256", "case": "infer-b16", "dtype": "float32", "batch_size": 16, **noisy,
+                "peers": {"timm": {**steady, "ours_over_peer": 0.8}, "gluoncv": {"available": False, "reason": "x"}}}]
+    notes = _report.noisy_notes(results)
+    assert len(notes) == 1 and "noisy resnest101@256 infer-b16 ours" in notes[0] and "3.90 2.25" in notes[0]
+    assert notes[0] in compare.table(results, ("timm", "gluoncv"))
+    results[0].update(side(4000.0, 4100.0))
+    assert _report.noisy_notes(results) == []
 
 
 def test_peer_worker_refuses_an_unknown_mode_and_a_low_precision_training_step():

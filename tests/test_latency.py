@@ -132,6 +132,7 @@ def test_summary_pools_latencies_and_takes_the_median_round():
     assert stats["rounds_img_per_s"] == pytest.approx([200.0, 100.0, 50.0])
     assert stats["img_per_s"] == pytest.approx(100.0)
     assert stats["latency_ms"]["p50"] == 20.0 and stats["timed_batches"] == 6
+    assert stats["round_spread"] == pytest.approx(4.0)  # fastest round / slowest round
 
 
 def test_time_budget_stops_the_loop():

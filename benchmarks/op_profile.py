@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Where a batch's time goes: MXNet's profiler per operator, for one model, case and batch size.
+
+The network is prepared exactly as compare.py prepares ours (``deploy.optimize`` for inference, the recipe's
+training step), with operator bulking off so that every operator is timed on its own. Besides the table, the run
+states a bound: the img/s the model would reach if everything but its convolutions took no time. A speed goal above
+that bound cannot be met by rearranging the rest of the graph.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import _peers  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
+from _bench import build, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from _timing import warm_up  # noqa: E402
+
+MODES = ("infer", "train")
+DTYPES = ("float32", "bfloat16", "int8")  # CPU inference dtypes of resnest_gluon.deploy; training is float32
+TOP = 12  # operators in the printed table and the chart; the JSON has all
+
+
+def is_convolution(op):
+    """Convolutions in every form the graphs contain: oneDNN-fused (``_sg_mkldnn_conv``, with its folded BN, ReLU
+    and residual add), plain, quantized and their backward passes."""
+    return "conv" in op.lower()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnest50", metavar="NAME[@SIZE]", help="default: %(default)s")
+    p.add_argument("--batch", type=positive, default=16, help="batch size (default: %(default)s)")
+    p.add_argument("--mode", choices=MODES, default="infer", help="inference or one training step (default: infer)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="inference dtype (default: float32)")
+    p.add_argument("--iters", type=positive, default=3, help="profiled batches (default: %(default)s)")
+    p.add_argument("--warmup", type=positive, default=2, help="untimed batches first (default: %(default)s)")
+    p.add_argument("--threads", type=positive, help="CPU threads (default: $OMP_NUM_THREADS or the CPUs allowed)")
+    p.add_argument("--out", default=os.path.join(_peers.REPO, "out", "op_profile"),
+                   help="folder for op_profile.json and op_profile.png (default: out/op_profile in the repo)")
+    return p
+
+
+def make_step(args, spec):
+    import _mx_prep
+
+    net = build(spec.name)
+    ctx = _mx_prep.context("cpu")
+    if args.mode == "train":
+        return _mx_prep.make_train_step(net, args.batch, spec.input_size, ctx)
+    return _mx_prep.make_step(net, args.batch, spec.input_size, args.dtype, ctx)
+
+
+def profile(step, iters):
+    """Per-operator totals over ``iters`` calls of ``step`` ({op: {calls, ms}}) and the profiled wall time (s)."""
+    import mxnet as mx
+
+    mx.profiler.set_config(profile_imperative=True, profile_symbolic=True, aggregate_stats=True)
+    mx.profiler.dumps(reset=True)
+    mx.profiler.set_state("run")
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    wall = time.perf_counter() - start
+    mx.profiler.set_state("stop")
+    ops = json.loads(mx.profiler.dumps(format="json", reset=True))["Time"].get("operator", {})
+    return {op: {"calls": s["Count"], "ms": s["Total"]} for op, s in ops.items()}, wall
+
+
+def summarize_ops(ops, iters, batch, wall_s):
+    """Per batch: each operator's ms and share of the operators' total, the convolutions' sum and the bound."""
+    total = sum(s["ms"] for s in ops.values())
+    rows = sorted(({"op": op, "calls_per_batch": s["calls"] / iters, "ms_per_batch": s["ms"] / iters,
+                    "share": s["ms"] / total, "convolution": is_convolution(op)} for op, s in ops.items()),
+                  key=lambda r: -r["ms_per_batch"])
+    conv_ms = sum(r["ms_per_batch"] for r in rows if r["convolution"])
+    return {
+        "operators": rows,
+        "operators_ms_per_batch": total / iters,
+        "convolution_ms_per_batch": conv_ms,
+        "convolution_share": conv_ms * iters / total,
+        "img_per_s": batch * iters / wall_s,
+        "img_per_s_if_only_convolutions": batch * 1e3 / conv_ms if conv_ms else None,
+    }
+
+
+def table(summary):
+    from _report import format_table
+
+    lines = [["operator", "calls/batch", "ms/batch", "share"]]
+    for r in summary["operators"][:TOP]:
+        lines.append([r["op"], f"{r['calls_per_batch']:g}", f"{r['ms_per_batch']:.1f}", f"{100 * r['share']:.1f}%"])
+    rest = summary["operators"][TOP:]
+    if rest:
+        lines.append([f"({len(rest)} more)", "", f"{sum(r['ms_per_batch'] for r in rest):.1f}",
+                      f"{100 * sum(r['share'] for r in rest):.1f}%"])
+    bound = summary["img_per_s_if_only_convolutions"]
+    return "\n".join([
+        format_table(lines),
+        f"operators: {summary['operators_ms_per_batch']:.1f} ms/batch, of which convolutions "
+        f"{summary['convolution_ms_per_batch']:.1f} ({100 * summary['convolution_share']:.1f}%)",
+        f"img/s while profiled: {summary['img_per_s']:.2f}; with everything but the convolutions free: "
+        + (f"{bound:.2f}" if bound else "- (no convolution)"),
+    ])
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode == "train" and args.dtype != "float32":
+        parser.error(f"--mode train runs in float32; --dtype {args.dtype} is for inference")
+    threads = set_threads(args.threads)
+    os.environ["MXNET_EXEC_BULK_EXEC_INFERENCE"] = os.environ["MXNET_EXEC_BULK_EXEC_TRAIN"] = "0"
+    try:
+        spec = parse_spec(args.model)  # imports mxnet, now that the thread and bulking variables are set
+    except ValueError as err:
+        parser.error(f"--model: {err}")
+
+    import _mx_prep
+    import _plot
+    import _report
+
+    info = machine_info(threads)
+    info["amx"] = _mx_prep.enable_amx()
+    step = make_step(args, spec)
+    warm_up(step, args.warmup)
+    ops, wall = profile(step, args.iters)
+    summary = summarize_ops(ops, args.iters, args.batch, wall)
+    info["loadavg_end"] = list(os.getloadavg())
+    case = f"{spec.label} {args.mode} {args.dtype if args.mode == 'infer' else 'float32'} batch {args.batch}"
+    print(case)
+    print(table(summary))
+    doc = {**_report.header("resnest-gluon/op_profile/1", info),
+           "case": {"model": spec.name, "input_size": spec.input_size, "mode": args.mode,
+                    "dtype": args.dtype if args.mode == "infer" else "float32", "batch_size": args.batch,
+                    "iters": args.iters, "warmup": args.warmup, "bulking": "off (every operator timed alone)"},
+           **summary}
+    _report.write_outputs(args.out, "op_profile", doc, lambda png: _plot.op_profile_chart(
+        png, summary["operators"][:TOP], f"{case}, {info['cpu']}, {threads} threads"))
+    return doc
+
+
+if __name__ == "__main__":
+    main()

@@ -76,6 +76,13 @@ def make_train_step(net, batch_size, input_size, ctx, seed=0):
     return step
 
 
+def make_case_step(net, mode, batch_size, input_size, dtype, ctx, fuse=True):
+    """``make_train_step`` for ``mode == 'train'`` (float32), else ``make_step`` in ``dtype``: one case's step."""
+    if mode == "train":
+        return make_train_step(net, batch_size, input_size, ctx)
+    return make_step(net, batch_size, input_size, dtype, ctx, fuse=fuse)
+
+
 def context(kind):
     """``mx.cpu()`` or ``mx.gpu(0)``; a GPU request without a visible GPU raises with the reason."""
     if kind == "cpu":

@@ -53,9 +53,7 @@ class GluonCVBackend:
             from gluoncv.nn.dropblock import set_drop_prob
 
             net.apply(partial(set_drop_prob, 0.0))
-            step = _mx_prep.make_train_step(net, batch_size, input_size, _mx_prep.context(ctx))
-        else:
-            step = _mx_prep.make_step(net, batch_size, input_size, dtype, _mx_prep.context(ctx), fuse=False)
+        step = _mx_prep.make_case_step(net, mode, batch_size, input_size, dtype, _mx_prep.context(ctx), fuse=False)
         params = sum(p.data().size for p in net.collect_params().values() if p.grad_req != "null")
         return step, int(params)
 

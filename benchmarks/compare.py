@@ -93,10 +93,7 @@ def prepare_ours(spec, case, ctx):
     from resnest_gluon import count_params
 
     net = build(spec.name)
-    if case.spec.mode == "train":
-        step = _mx_prep.make_train_step(net, case.batch_size, spec.input_size, ctx)
-    else:
-        step = _mx_prep.make_step(net, case.batch_size, spec.input_size, case.spec.dtype, ctx)
+    step = _mx_prep.make_case_step(net, case.spec.mode, case.batch_size, spec.input_size, case.spec.dtype, ctx)
     return step, count_params(net)
 
 

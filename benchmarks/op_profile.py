@@ -45,16 +45,6 @@ def build_parser():
     return p
 
 
-def make_step(args, spec):
-    import _mx_prep
-
-    net = build(spec.name)
-    ctx = _mx_prep.context("cpu")
-    if args.mode == "train":
-        return _mx_prep.make_train_step(net, args.batch, spec.input_size, ctx)
-    return _mx_prep.make_step(net, args.batch, spec.input_size, args.dtype, ctx)
-
-
 def profile(step, iters):
     """Per-operator totals over ``iters`` calls of ``step`` ({op: {calls, ms}}) and the profiled wall time (s)."""
     import mxnet as mx
@@ -126,17 +116,18 @@ def main(argv=None):
 
     info = machine_info(threads)
     info["amx"] = _mx_prep.enable_amx()
-    step = make_step(args, spec)
+    step = _mx_prep.make_case_step(build(spec.name), args.mode, args.batch, spec.input_size, args.dtype,
+                                   _mx_prep.context("cpu"))
     warm_up(step, args.warmup)
     ops, wall = profile(step, args.iters)
     summary = summarize_ops(ops, args.iters, args.batch, wall)
     info["loadavg_end"] = list(os.getloadavg())
-    case = f"{spec.label} {args.mode} {args.dtype if args.mode == 'infer' else 'float32'} batch {args.batch}"
+    case = f"{spec.label} {args.mode} {args.dtype} batch {args.batch}"  # training is float32 (checked above)
     print(case)
     print(table(summary))
     doc = {**_report.header("resnest-gluon/op_profile/1", info),
            "case": {"model": spec.name, "input_size": spec.input_size, "mode": args.mode,
-                    "dtype": args.dtype if args.mode == "infer" else "float32", "batch_size": args.batch,
+                    "dtype": args.dtype, "batch_size": args.batch,
                     "iters": args.iters, "warmup": args.warmup, "bulking": "off (every operator timed alone)"},
            **summary}
     _report.write_outputs(args.out, "op_profile", doc, lambda png: _plot.op_profile_chart(

@@ -4,7 +4,8 @@
 The network is prepared exactly as compare.py prepares ours (``deploy.optimize`` for inference, the recipe's
 training step), with operator bulking off so that every operator is timed on its own. Besides the table, the run
 states a bound: the img/s the model would reach if everything but its convolutions took no time. A speed goal above
-that bound cannot be met by rearranging the rest of the graph.
+that bound cannot be met by rearranging the rest of the graph. Writes OUT/op_profile.json, OUT/op_profile.png and
+MXNet's trace of the profiled batches, OUT/op_profile_trace.json (open it in chrome://tracing or Perfetto).
 """
 import argparse
 import json
@@ -45,11 +46,13 @@ def build_parser():
     return p
 
 
-def profile(step, iters):
-    """Per-operator totals over ``iters`` calls of ``step`` ({op: {calls, ms}}) and the profiled wall time (s)."""
+def profile(step, iters, trace_path):
+    """Per-operator totals over ``iters`` calls of ``step`` ({op: {calls, ms}}) and the profiled wall time (s);
+    MXNet's own trace of the calls (chrome://tracing format) goes to ``trace_path``."""
     import mxnet as mx
 
-    mx.profiler.set_config(profile_imperative=True, profile_symbolic=True, aggregate_stats=True)
+    mx.profiler.set_config(profile_imperative=True, profile_symbolic=True, aggregate_stats=True,
+                           filename=trace_path)
     mx.profiler.dumps(reset=True)
     mx.profiler.set_state("run")
     start = time.perf_counter()
@@ -57,6 +60,7 @@ def profile(step, iters):
         step()
     wall = time.perf_counter() - start
     mx.profiler.set_state("stop")
+    mx.profiler.dump()
     ops = json.loads(mx.profiler.dumps(format="json", reset=True))["Time"].get("operator", {})
     return {op: {"calls": s["Count"], "ms": s["Total"]} for op, s in ops.items()}, wall
 
@@ -119,7 +123,8 @@ def main(argv=None):
     step = _mx_prep.make_case_step(build(spec.name), args.mode, args.batch, spec.input_size, args.dtype,
                                    _mx_prep.context("cpu"))
     warm_up(step, args.warmup)
-    ops, wall = profile(step, args.iters)
+    os.makedirs(args.out, exist_ok=True)
+    ops, wall = profile(step, args.iters, os.path.join(args.out, "op_profile_trace.json"))
     summary = summarize_ops(ops, args.iters, args.batch, wall)
     info["loadavg_end"] = list(os.getloadavg())
     case = f"{spec.label} {args.mode} {args.dtype} batch {args.batch}"  # training is float32 (checked above)

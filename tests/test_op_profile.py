@@ -43,6 +43,9 @@ def test_profile_reports_every_operator_and_the_convolution_bound(tmp_path, mode
     assert doc["img_per_s_if_only_convolutions"] >= doc["img_per_s"]
     assert "with everything but the convolutions free" in proc.stdout
     check_png(tmp_path / "op_profile.png")
+    trace = json.loads((tmp_path / "op_profile_trace.json").read_text())  # MXNet's trace, beside the report
+    assert any(e.get("name") in conv_ops for e in trace["traceEvents"])
+    assert not os.path.exists(os.path.join(REPO, "profile.json"))  # not MXNet's default, in the working folder
 
 
 def test_summary_ranks_operators_and_computes_the_bound():

@@ -6,7 +6,11 @@
 
 This package never imports gluoncv (gluoncv 0.10.5 refuses to import beside torch >= 2).
 """
-from .deploy import optimize
+from . import attention_op
+
+attention_op.load()  # before any network is built: the blocks pick the fused operator up at construction
+
+from .deploy import optimize  # noqa: E402
 from .dropblock import DropBlock, get_drop_prob, set_drop_prob
 from .resnest import FEATURE_STRIDES, Bottleneck, ResNeSt
 from .splat import SplitAttentionConv

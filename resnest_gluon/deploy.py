@@ -65,7 +65,7 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True, ca
         raise ValueError(f"calib_data is only used with dtype='int8', got dtype={dtype!r}")
     if dtype in ("bfloat16", "int8") and amx:
         enable_amx()
-    set_inference_layout(net, quantized=dtype == "int8")
+    set_inference_layout(net, dtype=dtype)
     if input_shape is None:
         size = getattr(getattr(net, "data_config", None), "input_size", 224)
         input_shape = (1, 3, size, size)

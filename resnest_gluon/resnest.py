@@ -7,7 +7,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from .dropblock import DropBlock
-from .splat import SplitAttentionConv
+from .splat import SplitAttentionConv, fused_attention_off_device
 
 __all__ = ["Bottleneck", "ResNeSt", "FEATURE_STRIDES"]
 
@@ -146,6 +146,10 @@ class ResNeSt(nn.HybridBlock):
                 stage.add(Bottleneck(planes, in_channels if i == 0 else out_channels, strides if i == 0 else 1,
                                      downsample=downsample, **block_kwargs, **drop_kwargs))
         return stage
+
+    def forward(self, x, *args):
+        fused_attention_off_device(self, x)  # the fused split-attention operator is CPU-only
+        return super().forward(x, *args)
 
     def hybrid_forward(self, F, x):
         x = F.Activation(self.bn1(self.conv1(x)), act_type="relu")

@@ -9,6 +9,8 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "
   reduction, which alone took a fifth of a training step; for inference (:func:`set_inference_layout`, called by
   :func:`resnest_gluon.optimize`) it is ``broadcast_mul``, which has bfloat16 kernels where ``dot`` has none;
 - the radix splits are summed with ``slice_axis`` + ``add_n`` on 4-D tensors;
+- on CPU, when the fused operator is built (:mod:`resnest_gluon.attention_op`), the scaling and the radix sum
+  (the three items above) are one operator, forward and backward (``fused_attention``, :func:`set_fused_attention`);
 - a grouped convolution whose groups have a channel count that is not a multiple of 8 (``resnest50_fast_2s2x40d``
   and ``4s2x40d``) gets a plain-layout output (:func:`_plain_after_conv`): for 4k channels oneDNN makes it
   4-channel-blocked, for which its batch norm (training) and pooling (inference) have only reference kernels (over
@@ -19,7 +21,10 @@ Child names (``conv``, ``bn``, ``fc1``, ``bn1``, ``fc2``) match the official Glu
 """
 from mxnet.gluon import nn
 
-__all__ = ["SplitAttentionConv", "radix_softmax", "scale_channels", "set_inference_layout"]
+from . import attention_op
+
+__all__ = ["SplitAttentionConv", "radix_softmax", "scale_channels", "set_inference_layout", "set_fused_attention",
+           "fused_attention_off_device"]
 
 
 def radix_softmax(F, logits, radix, cardinality):
@@ -74,19 +79,53 @@ def _plain_input_grad(channels_per_group):
     return channels_per_group > 0 and channels_per_group % 16 != 0 and channels_per_group % 4 == 0
 
 
-def set_inference_layout(net, enabled=True, quantized=False):
+def set_inference_layout(net, enabled=True, dtype="float32"):
     """Puts every split-attention block in ``net`` in its inference (or training) layout; same numbers either way.
 
-    ``quantized``: for an int8 graph, whose quantized convolution and pooling keep oneDNN's layout better than a
-    reorder between a dequantize and a quantize would (resnest50d_4s2x40d int8: 23.5 vs 21.0 img/s at batch 16).
+    ``dtype`` is the precision the graph will be converted to. ``'int8'``: the quantized convolution and pooling
+    keep oneDNN's layout better than a reorder between a dequantize and a quantize would (resnest50d_4s2x40d int8:
+    23.5 vs 21.0 img/s at batch 16). ``'bfloat16'``: the fused operator's input is cast to float32 in the graph
+    (AMP passes unknown operators bfloat16, which MXNet's operator-library API cannot hand over).
     Takes effect at the next ``hybridize()`` (which rebuilds the graph) or imperative call.
     """
+    if dtype not in ("float32", "float16", "bfloat16", "int8"):
+        raise ValueError(f"dtype must be float32, float16, bfloat16 or int8, got {dtype!r}")
+
     def put(block):
         if isinstance(block, SplitAttentionConv):
-            block.inference_layout, block.quantized = enabled, quantized
+            block.inference_layout, block.inference_dtype = enabled, dtype
 
     net.apply(put)
     return net
+
+
+def set_fused_attention(net, enabled=True):
+    """Makes every split-attention block in ``net`` use the fused operator (when it is loaded) or MXNet's operators.
+
+    Same numbers either way (float32 rounding aside); the fused operator runs on CPU only. Takes effect at the next
+    ``hybridize()`` or imperative call. Turn it off before ``export()`` for a graph that loads without this package.
+    """
+    enabled = enabled and attention_op.available()
+
+    def put(block):
+        if isinstance(block, SplitAttentionConv):
+            block.fused_attention = enabled
+
+    net.apply(put)
+    return net
+
+
+def fused_attention_off_device(net, x):
+    """Called by the networks' ``forward``: off a CPU, the fused operator (CPU only) is turned off and the cached
+    graph dropped, so that ``net.collect_params().reset_ctx(mx.gpu())`` just works."""
+    ctx = getattr(x, "context", None)
+    if ctx is None or ctx.device_type in ("cpu", "cpu_pinned", "cpu_shared"):
+        return
+    fused = []
+    net.apply(lambda b: fused.append(b) if getattr(b, "fused_attention", False) else None)
+    if fused:
+        set_fused_attention(net, False)
+        net.apply(lambda b: b._clear_cached_op() if isinstance(b, nn.HybridBlock) else None)
 
 
 class SplitAttentionConv(nn.HybridBlock):
@@ -113,7 +152,8 @@ class SplitAttentionConv(nn.HybridBlock):
             raise ValueError(f"channels={channels} is not divisible by cardinality={cardinality}")
         inter = max(channels * radix // reduction, 32)
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
-        self.inference_layout = self.quantized = False  # see set_inference_layout
+        self.inference_layout, self.inference_dtype = False, "float32"  # see set_inference_layout
+        self.fused_attention = attention_op.available()  # see set_fused_attention
         self._plain_after_conv = _plain_after_conv(in_channels // (cardinality * radix))
         self._plain_input_grad = _plain_input_grad(in_channels // (cardinality * radix))
         with self.name_scope():
@@ -131,17 +171,33 @@ class SplitAttentionConv(nn.HybridBlock):
         if self._plain_after_conv and not self.inference_layout:  # training: before the batch norm
             x = x.reshape((0, 0, 0, 0))
         x = F.Activation(self.bn(x), act_type="relu")                       # (B, R*C, H, W), radix-major
-        if self._plain_after_conv and self.inference_layout and not self.quantized:  # after fused conv+BN+ReLU
+        quantized = self.inference_layout and self.inference_dtype == "int8"
+        if self._plain_after_conv and self.inference_layout and not quantized:  # after fused conv+BN+ReLU
             x = x.reshape((0, 0, 0, 0))
-        gap = F.Pooling(x, kernel=(1, 1), pool_type="avg", global_pool=True)
+        pooled = x
+        if self.fused_attention and not self.inference_layout:  # training: see the note at the end
+            pooled = F.slice_axis(x, axis=1, begin=0, end=None)
+        gap = F.Pooling(pooled, kernel=(1, 1), pool_type="avg", global_pool=True)
         if self.radix > 1:                                                   # sum of the splits' means
             gap = F.sum(gap.reshape((0, self.radix, -1)), axis=1).reshape((0, -1, 1, 1))
         attn = self.fc2(F.Activation(self.bn1(self.fc1(gap)), act_type="relu"))
-        out = scale_channels(F, x, radix_softmax(F, attn, self.radix, self.cardinality), self.inference_layout)
+        weights = radix_softmax(F, attn, self.radix, self.cardinality)
+        if self.fused_attention:
+            # With the fused operator also reading x, oneDNN's pooling backward was handed a gradient buffer in a
+            # layout it has only a reference kernel for (3.9 of 5 s per resnest50 training step); through the
+            # full-range slice above, its gradient is plain NCHW.
+            if self.inference_layout and self.inference_dtype == "bfloat16":
+                x, weights = F.amp_cast(x, dtype="float32"), F.amp_cast(weights, dtype="float32")
+            return getattr(F, attention_op.OP_NAME)(x, weights, radix=self.radix)
+        out = scale_channels(F, x, weights, self.inference_layout)
         if self.radix == 1:
             return out
         c = self.channels
         return F.add_n(*[F.slice_axis(out, axis=1, begin=r * c, end=(r + 1) * c) for r in range(self.radix)])
+
+    def forward(self, x, *args):
+        fused_attention_off_device(self, x)
+        return super().forward(x, *args)
 
     def __repr__(self):
         return (f"{type(self).__name__}(channels={self.channels}, radix={self.radix}, "

@@ -175,7 +175,10 @@ class SplitAttentionConv(nn.HybridBlock):
         if self._plain_after_conv and self.inference_layout and not quantized:  # after fused conv+BN+ReLU
             x = x.reshape((0, 0, 0, 0))
         pooled = x
-        if self.fused_attention and not self.inference_layout:  # training: see the note at the end
+        if self.fused_attention and not self.inference_layout:
+            # Training: with the fused operator also reading x, oneDNN's pooling backward was handed a gradient
+            # buffer in a layout it has only a reference kernel for (3.9 of 5 s of a resnest50 step); through a
+            # full-range slice the pooling's gradient is plain NCHW.
             pooled = F.slice_axis(x, axis=1, begin=0, end=None)
         gap = F.Pooling(pooled, kernel=(1, 1), pool_type="avg", global_pool=True)
         if self.radix > 1:                                                   # sum of the splits' means
@@ -183,10 +186,7 @@ class SplitAttentionConv(nn.HybridBlock):
         attn = self.fc2(F.Activation(self.bn1(self.fc1(gap)), act_type="relu"))
         weights = radix_softmax(F, attn, self.radix, self.cardinality)
         if self.fused_attention:
-            # With the fused operator also reading x, oneDNN's pooling backward was handed a gradient buffer in a
-            # layout it has only a reference kernel for (3.9 of 5 s per resnest50 training step); through the
-            # full-range slice above, its gradient is plain NCHW.
-            if self.inference_layout and self.inference_dtype == "bfloat16":
+            if self.inference_layout and self.inference_dtype == "bfloat16":  # the operator takes float32 only
                 x, weights = F.amp_cast(x, dtype="float32"), F.amp_cast(weights, dtype="float32")
             return getattr(F, attention_op.OP_NAME)(x, weights, radix=self.radix)
         out = scale_channels(F, x, weights, self.inference_layout)

@@ -13,6 +13,7 @@ import mxnet as mx
 
 from . import store
 from .resnest import ResNeSt
+from .splat import set_fused_attention
 
 __all__ = ["DataConfig", "ModelConfig", "list_models", "get_config", "get_model", "load_weights", "read_params",
            "classes_in_params", "count_params"]
@@ -182,6 +183,8 @@ def get_model(name, pretrained=False, ctx=mx.cpu(), root=None, classes=1000, **k
         net = get_model(name, pretrained=True, ctx=ctx, root=root, classes=1000, **kwargs)
         return net.reset_classifier(classes, ctx=ctx)
     net = ResNeSt(classes=classes, **arch)
+    if any(c.device_type == "gpu" for c in (ctx if isinstance(ctx, (list, tuple)) else [ctx])):
+        set_fused_attention(net, False)  # the fused operator is CPU-only (also when net sits in a larger graph)
     net.model_name = cfg.name
     net.data_config = cfg.data
     if pretrained:

@@ -84,6 +84,9 @@ def test_a_network_fed_from_a_gpu_drops_the_cpu_only_operator():
     assert all(b.fused_attention for b in blocks)
     fused_attention_off_device(net, _OnGpu())
     assert not any(b.fused_attention for b in blocks)
+    # built for a GPU, it never has it (also when it becomes part of a larger hybridized graph)
+    gpu_net = rg.get_model("resnest14d", ctx=[mx.cpu(), mx.gpu(0)])
+    assert not any(b.conv2.fused_attention for stage in (gpu_net.layer1, gpu_net.layer4) for b in stage)
 
 
 def test_build_is_atomic_and_a_failed_compile_says_why(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 ``out = sum_r attn[:, r] * x[:, r]`` over the radix splits, forward and backward, in one pass over memory where
 MXNet's own operators take four (``broadcast_mul``, ``slice_axis`` x R, ``add_n``): ResNeSt-50 inference at batch 16
-on two cores went from 10.2 to 13.4 img/s (README, "Performance").
+on two cores went from 10.9 to 12.8 img/s, bfloat16 from 32 to 51 (README, "Performance").
 
 The operator is C++ against MXNet's operator-library API (``mxnet/lib_api.h``, shipped in the MXNet wheel): it is
 compiled once per machine and MXNet version with the system C++ compiler (``$CXX``, default ``g++``) into
@@ -12,7 +12,6 @@ package is imported. Without a compiler, or with ``RESNEST_GLUON_FUSED_OPS=0``, 
 uses MXNet's operators (:func:`resnest_gluon.splat.set_fused_attention`).
 """
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -79,6 +78,11 @@ def build(path):
 def _build_lock(path):
     """One build at a time per cache folder (e.g. 64 Horovod workers importing the package together)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic rename alone keeps concurrent builds safe
+        yield
+        return
     with open(path + ".lock", "w", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

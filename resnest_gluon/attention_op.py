@@ -27,7 +27,9 @@ __all__ = ["OP_NAME", "available", "unavailable_reason", "load", "build", "libra
 
 OP_NAME = "resnest_radix_weighted_sum"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "attention_op.cc")
-CXXFLAGS = ("-shared", "-fPIC", "-O3", "-fopenmp", "-std=c++17")
+# -Bsymbolic: the library's calls into its own copy of MXNet's lib_api.cc stay inside it. Horovod's MXNet module
+# exports the same symbols; without it, either load order crashed (free(): invalid pointer, SIGFPE at load).
+CXXFLAGS = ("-shared", "-fPIC", "-O3", "-fopenmp", "-std=c++17", "-Wl,-Bsymbolic")
 _log = logging.getLogger(__name__)
 _state = {"loaded": False, "reason": "not loaded yet"}
 

@@ -117,3 +117,22 @@ def test_without_the_operator_the_networks_fall_back_to_mxnet_operators(env, rea
     assert reason in proc.stdout.split("reason:")[1].splitlines()[0]
     assert "fused: False (1, 4)" in proc.stdout
     assert ("warned: True" in proc.stdout) == ("CXX" in env)  # disabling on purpose is not worth a warning
+
+
+@pytest.mark.parametrize("first", ["horovod", "resnest_gluon"])
+def test_the_operator_and_horovod_share_a_process_in_either_import_order(first):
+    # Horovod's MXNet module exports its own copy of MXNet's library-API symbols; a library that let them
+    # interpose crashed at load or at the first call (free(): invalid pointer).
+    imports = ["import horovod.mxnet as hvd", "import resnest_gluon"]
+    code = "\n".join((imports if first == "horovod" else imports[::-1]) + [
+        "import mxnet as mx",
+        "hvd.init()",
+        "x, a = mx.nd.ones((2, 4, 3, 3)), mx.nd.ones((2, 4))",
+        "x.attach_grad()",
+        "with mx.autograd.record():",
+        f"    y = mx.nd.{attention_op.OP_NAME}(x, a, radix=2)",
+        "y.backward()",
+        "print('sum', hvd.allreduce(x.grad).sum().asscalar(), y.sum().asscalar())"])
+    proc = run_python(code, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sum 72.0 72.0" in proc.stdout  # d_x: 72 ones; out: 36 sums of two ones

@@ -121,11 +121,15 @@ def fused_attention_off_device(net, x):
     ctx = getattr(x, "context", None)
     if ctx is None or ctx.device_type in ("cpu", "cpu_pinned", "cpu_shared"):
         return
-    fused = []
-    net.apply(lambda b: fused.append(b) if getattr(b, "fused_attention", False) else None)
+    blocks = []
+    net.apply(blocks.append)
+    fused = [b for b in blocks if isinstance(b, SplitAttentionConv) and b.fused_attention]
     if fused:
-        set_fused_attention(net, False)
-        net.apply(lambda b: b._clear_cached_op() if isinstance(b, nn.HybridBlock) else None)
+        for b in fused:
+            b.fused_attention = False
+        for b in blocks:
+            if isinstance(b, nn.HybridBlock):
+                b._clear_cached_op()
 
 
 class SplitAttentionConv(nn.HybridBlock):

@@ -17,19 +17,21 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 import warnings
 
 import mxnet as mx
 
 from .atomic import atomic_path
 
-__all__ = ["OP_NAME", "available", "unavailable_reason", "load", "build", "library_path"]
+__all__ = ["OP_NAME", "available", "unavailable_reason", "load", "build", "library_path", "prune_cache"]
 
 OP_NAME = "resnest_radix_weighted_sum"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "attention_op.cc")
 # -Bsymbolic: the library's calls into its own copy of MXNet's lib_api.cc stay inside it. Horovod's MXNet module
 # exports the same symbols; without it, either load order crashed (free(): invalid pointer, SIGFPE at load).
 CXXFLAGS = ("-shared", "-fPIC", "-O3", "-fopenmp", "-std=c++17", "-Wl,-Bsymbolic")
+STALE_DAYS = 30  # a build no process has loaded for this long is deleted when a new one is made
 _log = logging.getLogger(__name__)
 _state = {"loaded": False, "reason": "not loaded yet"}
 
@@ -76,6 +78,23 @@ def build(path):
     return path
 
 
+def prune_cache(cache_dir, keep, max_age_days=STALE_DAYS):
+    """Deletes the other builds in ``cache_dir`` that no process has loaded for ``max_age_days`` (each load touches
+    its library); returns their paths. Builds for other MXNet versions or compilers in use stay."""
+    cutoff, removed = time.time() - max_age_days * 86400, []
+    for name in sorted(os.listdir(cache_dir)):
+        path = os.path.join(cache_dir, name)
+        if not (name.startswith("libresnest_ops-") and name.endswith(".so")) or path == keep:
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.getmtime(path) < cutoff:
+                os.remove(path)
+                removed.append(path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path + ".lock")
+    return removed
+
+
 @contextlib.contextmanager
 def _build_lock(path):
     """One build at a time per cache folder (e.g. 64 Horovod workers importing the package together)."""
@@ -106,6 +125,9 @@ def load(cache_dir=None):
             if not os.path.isfile(path):
                 _log.warning("resnest_gluon: compiling the fused split-attention operator once, to %s", path)
                 build(path)
+                prune_cache(os.path.dirname(path), keep=path)
+        with contextlib.suppress(OSError):  # marks the build as in use (read-only caches are fine)
+            os.utime(path)
         mx.library.load(path, False)
         if not hasattr(mx.nd, OP_NAME):
             raise RuntimeError(f"{path} loaded but did not register {OP_NAME}")

@@ -1,5 +1,6 @@
 """The fused split-attention operator (resnest_gluon/csrc/attention_op.cc): built, loaded, and equal to MXNet's ops."""
 import os
+import time
 
 import mxnet as mx
 import numpy as np
@@ -97,6 +98,18 @@ def test_build_is_atomic_and_a_failed_compile_says_why(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="compiling .*attention_op.cc failed"):
         attention_op.build(str(target))
     assert not target.exists() and os.listdir(target.parent) == []  # no partial library left behind
+
+
+def test_a_new_build_deletes_builds_unused_for_30_days(tmp_path):
+    now = time.time()
+    for name, age_days in [("libresnest_ops-old.so", 31), ("libresnest_ops-recent.so", 2), ("libresnest_ops-new.so", 40),
+                           ("notes.txt", 90)]:
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (now - age_days * 86400,) * 2)
+    (tmp_path / "libresnest_ops-old.so.lock").touch()
+    removed = attention_op.prune_cache(str(tmp_path), keep=str(tmp_path / "libresnest_ops-new.so"))
+    assert removed == [str(tmp_path / "libresnest_ops-old.so")]
+    assert sorted(os.listdir(tmp_path)) == ["libresnest_ops-new.so", "libresnest_ops-recent.so", "notes.txt"]
 
 
 @pytest.mark.parametrize("env, reason", [({"CXX": "/nonexistent/c++"}, "no C++ compiler"),

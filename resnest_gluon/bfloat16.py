@@ -75,7 +75,9 @@ def merge_conv_groups(net, ctx, multiple=AMX_CHANNEL_MULTIPLE):
             params[weight_name] = mx.nd.array(_block_diagonal(weight.asnumpy(), groups, new_groups), ctx=ctx,
                                               dtype=weight.dtype)
             regrouped += 1
-    block = mx.gluon.SymbolBlock(mx.sym.load_json(json.dumps(graph)), data)
+    with warnings.catch_warnings():  # the SymbolBlock cannot type its weights before they are loaded: harmless
+        warnings.filterwarnings("ignore", message="Cannot decide type")
+        block = mx.gluon.SymbolBlock(mx.sym.load_json(json.dumps(graph)), data)
     block.collect_params().load_dict(params, ctx=ctx)
     return block, regrouped
 

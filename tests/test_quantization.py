@@ -52,6 +52,19 @@ def test_int8_agrees_with_float32_on_held_out_images(images, calib_mode):
     np.testing.assert_allclose(q(images[:3]).asnumpy(), out[:3], rtol=0, atol=1e-5)  # another batch size
 
 
+def test_int8_of_a_regrouped_model_agrees_with_float32(images):
+    net = get_model("resnest50d_4s2x40d", classes=CLASSES)  # stage 1 runs in 4 groups instead of 8 (regroup)
+    net.initialize(mx.init.Xavier(magnitude=3), ctx=mx.cpu())
+    randomize_bn(net, seed=5)
+    ref = net(images).asnumpy()
+    q = optimize(net, "int8", calib_data=_batches(2, seed=1, size=4))
+    out = q(images).asnumpy()
+    assert _relative_error(out, ref) < 0.5
+    weights = {name.split("_", 1)[1]: p.data().shape for name, p in q.collect_params().items()}
+    assert weights["layers1_bottleneck0_splitattentionconv0_conv0_weight"] == (320, 20, 3, 3)  # 8 groups -> 4
+    assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.97
+
+
 def test_int8_graph_is_quantized_and_exclude_first_conv_keeps_it_float():
     def first_conv_attrs(q):
         nodes = json.loads(q._cached_graph[1].tojson())["nodes"]

@@ -10,7 +10,7 @@ import ctypes
 import os
 import platform
 
-__all__ = ["amx_supported", "enable_amx"]
+__all__ = ["amx_enabled", "amx_supported", "enable_amx"]
 
 _SYS_ARCH_PRCTL = 158          # x86-64 syscall number
 _ARCH_REQ_XCOMP_PERM = 0x1023  # asm/prctl.h
@@ -62,3 +62,8 @@ def enable_amx():
         del os.environ["DNNL_MAX_CPU_ISA"]
     _state["enabled"] = True
     return True
+
+
+def amx_enabled():
+    """Whether :func:`enable_amx` has let this process's oneDNN use AMX."""
+    return bool(_state["enabled"])

@@ -5,13 +5,15 @@ in bfloat16 and of 4 in int8; it runs the others on AVX-512 at a tenth of the sp
 40 and 80 channels per group; its bfloat16 ran slower than its float32). Merging neighbouring groups into one with
 block-diagonal weights does more multiplications, by zeros, but on AMX: 4s2x40d at batch 16 went from 1190 to
 819 ms of convolutions per batch in bfloat16 and from 505 to 370 ms of oneDNN time in int8 (README, "Performance").
-The float32 kernels have no such step, and there the extra multiplications cost time: float32 is left alone.
+float32, and any CPU where AMX is not enabled, are left alone: there the extra multiplications only cost time.
 """
 import json
 import warnings
 
 import mxnet as mx
 import numpy as np
+
+from .amx import amx_enabled
 
 __all__ = ["AMX_CHANNEL_MULTIPLE", "amx_groups", "merge_conv_groups"]
 
@@ -73,5 +75,9 @@ def merge_conv_groups(net, ctx, multiple):
 
 
 def amx_groups(net, ctx, dtype):
-    """:func:`merge_conv_groups` with the channel multiple AMX needs in ``dtype`` (``'bfloat16'`` or ``'int8'``)."""
+    """:func:`merge_conv_groups` with the channel multiple AMX needs in ``dtype`` (``'bfloat16'`` or ``'int8'``);
+    ``(net, 0)`` unchanged when AMX is not enabled (:func:`~resnest_gluon.amx.enable_amx`), since without AMX the
+    merged groups only add multiplications."""
+    if not amx_enabled():
+        return net, 0
     return merge_conv_groups(net, ctx, AMX_CHANNEL_MULTIPLE[dtype])

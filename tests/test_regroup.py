@@ -39,7 +39,7 @@ def test_the_regrouped_network_computes_the_same_numbers(dtype, regrouped, group
     x = mx.nd.array(np.random.RandomState(0).normal(0, 1, (2, 3, 64, 64)).astype(np.float32))
     before = {k: p.data().asnumpy().copy() for k, p in net._collect_params_with_prefix().items()}
     ref = net(x).asnumpy()
-    block, count = regroup.amx_groups(net, mx.cpu(), dtype)
+    block, count = regroup.merge_conv_groups(net, mx.cpu(), regroup.AMX_CHANNEL_MULTIPLE[dtype])
     assert count == regrouped
     assert _conv_groups(block) == groups
     np.testing.assert_allclose(block(x).asnumpy(), ref, rtol=0, atol=1e-4)
@@ -52,5 +52,12 @@ def test_the_regrouped_network_computes_the_same_numbers(dtype, regrouped, group
 def test_a_network_without_grouped_convolutions_is_the_same_graph():
     net = get_model("resnest14d", classes=10)
     net.initialize(ctx=mx.cpu())
-    block, count = regroup.amx_groups(net, mx.cpu(), "bfloat16")
+    block, count = regroup.merge_conv_groups(net, mx.cpu(), regroup.AMX_CHANNEL_MULTIPLE["bfloat16"])
     assert count == 0 and _conv_groups(block) == [1, 2]
+
+
+def test_without_amx_nothing_is_regrouped(monkeypatch):
+    net = get_model("resnest50d_4s2x40d", classes=10)
+    net.initialize(ctx=mx.cpu())
+    monkeypatch.setattr(regroup, "amx_enabled", lambda: False)
+    assert regroup.amx_groups(net, mx.cpu(), "bfloat16") == (net, 0)  # merged groups would only cost time

@@ -1,4 +1,4 @@
-"""Grouped convolutions regrouped for Intel AMX: same numbers, several times faster in bfloat16 and int8.
+"""Grouped convolutions regrouped for Intel AMX: same numbers; in bfloat16 and int8 the affected ones run 2-5x faster.
 
 oneDNN 2.4 (MXNet 1.9) has AMX kernels only for convolutions whose input channels per group are a multiple of 32
 in bfloat16 and of 4 in int8; it runs the others on AVX-512 at a tenth of the speed (resnest50d_4s2x40d has 10, 20,

@@ -33,6 +33,7 @@ def to_bfloat16(net, input_shape, ctx, fuse=True):
     from mxnet.contrib.amp.lists import symbol_bf16 as lists
 
     x = mx.nd.zeros(input_shape, ctx=ctx)
+    net(x)  # initialises deferred parameters before the regrouping reads them
     net, _ = amx_groups(net, ctx, "bfloat16")
     net.hybridize()
     net(x)  # convert_hybrid_block needs a traced graph

@@ -115,6 +115,7 @@ def quantize(net, calib_data, ctx=mx.cpu(), calib_mode="naive", num_calib_batche
     from mxnet.contrib.quantization import quantize_net_v2
 
     batches = calibration_batches(calib_data, num_calib_batches)
+    net(batches[0].as_in_context(ctx))  # initialises deferred parameters before the regrouping reads them
     net, _ = amx_groups(net, ctx, "int8")  # a SymbolBlock; `net` itself is unchanged
     net.hybridize()
     net(batches[0].as_in_context(ctx))  # trace the graph (for first_conv_name) with the calibration shape

@@ -46,7 +46,7 @@ def merge_conv_groups(net, ctx, multiple):
     """A ``SymbolBlock`` computing what the HybridBlock ``net`` computes, with its grouped convolutions regrouped so
     that their input channels per group are a multiple of ``multiple`` where the group count allows (neighbouring
     groups merged, block-diagonal weights); returns ``(block, number of convolutions regrouped)``.
-    ``net`` itself is not changed. Its parameters must be initialised on ``ctx``.
+    ``net`` itself is not changed. Its parameters must be initialised on ``ctx`` (call it once for deferred ones).
     """
     data = mx.sym.var("data")
     out = net(data)
@@ -59,6 +59,8 @@ def merge_conv_groups(net, ctx, multiple):
         if node["op"] != "Convolution" or groups == 1:
             continue
         weight_node = graph["nodes"][node["inputs"][1][0]]
+        if weight_node["op"] != "null" or weight_node["name"] not in params:  # a computed weight: left as it is
+            continue
         weight = params[weight_node["name"]]
         new_groups = _merged_group_count(groups, weight.shape[1], multiple)
         if new_groups != groups:

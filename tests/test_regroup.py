@@ -4,9 +4,10 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet.gluon import nn
 
 from conftest import randomize_bn
-from resnest_gluon import get_model, regroup
+from resnest_gluon import get_model, optimize, regroup
 
 
 @pytest.mark.parametrize("dtype, groups, in_per_group, expected", [
@@ -61,3 +62,14 @@ def test_without_amx_nothing_is_regrouped(monkeypatch):
     net.initialize(ctx=mx.cpu())
     monkeypatch.setattr(regroup, "amx_enabled", lambda: False)
     assert regroup.amx_groups(net, mx.cpu(), "bfloat16") == (net, 0)  # merged groups would only cost time
+
+
+def test_deferred_parameters_are_initialised_before_the_regrouping():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(64, 3, padding=1, groups=8), nn.GlobalAvgPool2D(), nn.Dense(3))  # 8 channels per group
+    net.initialize(mx.init.Xavier(magnitude=3))  # shapes unknown until the first call
+    x = mx.nd.array(np.random.RandomState(1).normal(0, 1, (2, 64, 8, 8)).astype(np.float32))
+    fast = optimize(net, "bfloat16", input_shape=(1, 64, 8, 8))
+    out = fast(x).astype("float32").asnumpy()
+    ref = net(x).asnumpy()
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()

@@ -1,5 +1,6 @@
 """Command line: ``python -m recordio_tools {make-list,pack,inspect,check} ...`` (see ``--help`` of each)."""
 import argparse
+import errno
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ log = logging.getLogger("recordio_tools")
 
 EXIT_BAD_DATA = 1  # check/inspect found problems
 EXIT_USAGE = 2  # bad arguments or unusable input
+EXIT_DISK_FULL = 4  # no space left writing an output (as scripts/train_imagenet.py); the previous files are kept
 
 
 _COMMON = argparse.ArgumentParser(add_help=False)
@@ -133,6 +135,11 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # ListError, PackError: unusable input
         print("error: %s" % e, file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print("error: %s; no output file was replaced" % e, file=sys.stderr)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:
         print("interrupted; no output file was replaced", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import contextlib
 import os
 import tempfile
 
-from resnest_gluon.atomic import fsync_path
+from resnest_gluon.atomic import as_disk_full, check_not_full, fsync_path
 
 
 def _remove(path):
@@ -60,7 +60,8 @@ def _commit(pairs):
 def atomic_files(*finals):
     """Yields temp paths (same directory as each final path); renames them onto ``finals`` only on success.
 
-    On any exception (including KeyboardInterrupt) the temp files are deleted and the finals are untouched.
+    On any exception (including KeyboardInterrupt) the temp files are deleted and the finals are untouched; a full
+    disk raises ``resnest_gluon.atomic.DiskFullError`` naming the files and the space already written.
     """
     temps = []
     try:
@@ -74,7 +75,13 @@ def atomic_files(*finals):
         yield list(temps)
         for tmp in temps:
             fsync_path(tmp)
+        check_not_full(" + ".join(finals), temps)
         _commit(list(zip(temps, finals)))
+    except BaseException as err:
+        full = as_disk_full(err, " + ".join(finals), temps)
+        if full is not None:
+            raise full from err
+        raise
     finally:
         for tmp in temps:
             _remove(tmp)

@@ -14,7 +14,6 @@ import math
 import multiprocessing
 import os
 import random
-import struct
 import time
 import warnings
 from collections import Counter
@@ -23,12 +22,14 @@ import mxnet as mx
 from PIL import Image
 from tqdm import tqdm
 
+from resnest_gluon.data.records import IR_HEADER
+
 from . import images
 from .reader import RecordReader
 
 log = logging.getLogger(__name__)
 
-_IR_SIZE = struct.calcsize("IfQQ")  # IRHeader as packed by mx.recordio.pack
+_IR_SIZE = IR_HEADER.size  # IRHeader as packed by mx.recordio.pack
 
 
 def _decode(item):
@@ -198,10 +199,13 @@ def _check_idx(scan, idx_path, file_size):
             scan.problem("record not listed in %s" % idx_path, rec["position"], rec["id"], rec["offset"], "idx")
 
 
-def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress=True):
-    """Checks ``PREFIX.rec`` (+ ``PREFIX.idx`` if present); ``sample``: decode only N random records
-    (``None`` decodes all, 0 none). Returns the summary dict; ``summary["ok"]`` is False on any problem."""
-    rec_path, idx_path = prefix + ".rec", prefix + ".idx"
+def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress=True, idx_path=None):
+    """Checks ``PREFIX.rec`` (+ ``PREFIX.idx`` if present, or ``idx_path``; ``prefix`` may also be the .rec's path);
+    ``sample``: decode only N random records (``None`` decodes all, 0 none). Returns the summary dict;
+    ``summary["ok"]`` is False on any problem."""
+    if prefix.endswith(".rec"):
+        prefix = prefix[:-len(".rec")]
+    rec_path, idx_path = prefix + ".rec", idx_path or prefix + ".idx"
     if not os.path.isfile(rec_path):
         raise FileNotFoundError("%s: no such file" % rec_path)
     has_idx = os.path.isfile(idx_path)
@@ -224,17 +228,17 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
     seconds = time.time() - start
     log.info("checked %d records (%.1f MB) in %.1f s: %.1f records/s", n, file_size / 1e6, seconds,
              n / max(seconds, 1e-9))
-    return _summary(scan, prefix, has_idx, file_size, seconds)
+    return _summary(scan, prefix, idx_path if has_idx else None, file_size, seconds)
 
 
-def _summary(scan, prefix, has_idx, file_size, seconds):
+def _summary(scan, prefix, idx_path, file_size, seconds):
     widths = [w for w, _ in scan.sizes]
     heights = [h for _, h in scan.sizes]
     labels = sorted(scan.labels)
     bad = sorted(scan.bad, key=lambda b: (b["offset"] is None, b["offset"] or 0, b["source"] != "rec"))
     return {
         "rec": prefix + ".rec",
-        "idx": prefix + ".idx" if has_idx else None,
+        "idx": idx_path,
         "file_bytes": file_size,
         "records": len(scan.records),
         "framing_ok": scan.framing_ok,

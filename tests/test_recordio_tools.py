@@ -258,6 +258,32 @@ def test_interrupted_pack_leaves_previous_output_intact(tree, packed, tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["keep.idx", "keep.rec"]  # no temp, backup or report left
 
 
+def test_disk_full_during_pack_keeps_the_previous_rec_and_idx_and_names_them(tree, packed, tmp_path, monkeypatch,
+                                                                             capsys):
+    root, _ = tree
+    _, prefix, _ = packed
+    out = copy_pack(prefix, str(tmp_path / "keep"))
+    before = {ext: open(out + ext, "rb").read() for ext in (".rec", ".idx")}
+    real_write = mx.recordio.MXIndexedRecordIO.write_idx
+    written = []
+
+    def filling_disk(self, key, record):  # MXNet's C++ writer fails without errno once the disk is full
+        if len(written) == 3:
+            raise mx.base.MXNetError("FileStream.Write incomplete")
+        written.append(key)
+        real_write(self, key, record)
+
+    monkeypatch.setattr(mx.recordio.MXIndexedRecordIO, "write_idx", filling_disk)
+    monkeypatch.setattr("resnest_gluon.atomic.free_bytes", lambda path: 0)
+    status, text = run_main(capsys, "pack", prefix + ".lst", out, "--root", root, "--resize", RESIZE,
+                            "--num-workers", 1, "--no-progress")
+    assert status == 4, text
+    assert f"error: no space left on device writing {out}.rec + {out}.idx + {out}.report.json: needed about " \
+           f"0.0 MB, 0.0 MB free on " in text and "no output file was replaced" in text
+    assert {ext: open(out + ext, "rb").read() for ext in (".rec", ".idx")} == before
+    assert sorted(os.listdir(tmp_path)) == ["keep.idx", "keep.rec"]
+
+
 def test_pack_errors_name_the_problem(tree, packed, tmp_path, capsys):
     entries, prefix, _ = packed
     status, out = run_main(capsys, "pack", prefix + ".lst", tmp_path / "x", "--root", tmp_path, "--no-progress")

@@ -4,13 +4,22 @@ Decoding uses OpenCV directly (``cv2.imdecode``), the same decoder ``mx.io.Image
 ``mx.image.imdecode`` use here, so worker processes return plain numpy arrays and never touch MXNet's engine.
 """
 import os
+import struct
 
 import cv2
 import mxnet as mx
 import numpy as np
 
 __all__ = ["CorruptRecordError", "count_records", "default_idx_path", "decode_record", "RecordImageDataset",
-           "iter_records", "max_label"]
+           "iter_records", "max_label", "RECORD_MAGIC", "IR_HEADER", "read_frame", "read_idx_entries"]
+
+# RecordIO framing (dmlc-core recordio.h): each part of a record is the magic word, a uint32 whose top 3 bits are
+# the continuation flag (0 whole record, 1 first, 2 middle, 3 last part; a payload containing the magic word is
+# split there) and low 29 bits the part's length, then the part padded to 4 bytes. A record's payload starts with
+# the image header packed by ``mx.recordio.pack``: flag (number of extra float labels), label, id, id2.
+RECORD_MAGIC = 0xCED7230A
+_FRAME = struct.Struct("<II")
+IR_HEADER = struct.Struct("IfQQ")
 
 
 class CorruptRecordError(ValueError):
@@ -40,6 +49,40 @@ def read_idx_keys(idx_path):
                 except ValueError:
                     raise ValueError(f"{idx_path}:{n}: not an .idx line ('key<TAB>offset'): {line!r}") from None
     return keys
+
+
+def read_idx_entries(idx_path):
+    """``[(line number, key, offset), ...]`` of an .idx file, in file order; ``ValueError`` naming a bad line."""
+    _check_file(idx_path, "record index (.idx)")
+    entries = []
+    with open(idx_path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cols = line.rstrip("\r\n").split("\t")
+            try:
+                key, offset = int(cols[0]), int(cols[1])
+                if len(cols) != 2 or offset < 0:
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise ValueError(f"{idx_path} line {n}: not an .idx line ('key<TAB>offset'): {line.strip()!r}") \
+                    from None
+            entries.append((n, key, offset))
+    return entries
+
+
+def read_frame(fd, offset, extra=0):
+    """``(continuation flag, part length, next part's offset, extra bytes)`` of the RecordIO part at ``offset`` of
+    the open file ``fd``, reading only its 8-byte framing and the ``extra`` bytes after it (one ``pread``); None
+    when those 8 bytes are not a part's framing. ``next part's offset`` may lie beyond the end of a cut file."""
+    data = os.pread(fd, _FRAME.size + extra, offset)
+    if len(data) < _FRAME.size:
+        return None
+    magic, lrec = _FRAME.unpack_from(data)
+    if magic != RECORD_MAGIC:
+        return None
+    length = lrec & ((1 << 29) - 1)
+    return lrec >> 29, length, offset + _FRAME.size + ((length + 3) & ~3), data[_FRAME.size:]
 
 
 def count_records(idx_path):

@@ -4,7 +4,8 @@ A checkpoint of epoch E is three files: ``ckpt-E.params`` (network), ``ckpt-E.st
 momenta, update count and LR scheduler), and ``ckpt-E.json`` (epoch, seeds, scheduler position, file sizes).
 Each is written atomically (:mod:`resnest_gluon.atomic`); the JSON goes last, so a JSON whose listed files exist
 with the listed sizes marks a complete checkpoint. A process killed while writing leaves at worst stray hidden
-``.tmp`` files, never a checkpoint that looks complete but is not.
+``.tmp`` files, never a checkpoint that looks complete but is not. A save that fails (a full disk:
+:class:`resnest_gluon.atomic.DiskFullError`) removes its own files and leaves the previous checkpoint the latest.
 """
 import glob
 import json
@@ -56,11 +57,17 @@ class CheckpointManager:
     def save(self, epoch, net, trainer, **meta):
         """Checkpoint after ``epoch`` completed epochs; ``meta`` is stored in the JSON (must be JSON-serialisable)."""
         stem = os.path.join(self.directory, f"ckpt-{epoch:04d}")
-        atomic_write(stem + ".params", net.save_parameters)
-        atomic_write(stem + ".states", trainer.save_states)
-        files = {k: (os.path.basename(stem + ext), os.path.getsize(stem + ext))
-                 for k, ext in (("params", ".params"), ("states", ".states"))}
-        _write_json(stem + ".json", {"epoch": epoch, "files": files, **meta})
+        try:
+            atomic_write(stem + ".params", net.save_parameters)
+            atomic_write(stem + ".states", trainer.save_states)
+            files = {k: (os.path.basename(stem + ext), os.path.getsize(stem + ext))
+                     for k, ext in (("params", ".params"), ("states", ".states"))}
+            _write_json(stem + ".json", {"epoch": epoch, "files": files, **meta})
+        except BaseException:  # e.g. DiskFullError: drop this epoch's finished files (space), older ones stay
+            for ext in (".json", ".params", ".states"):
+                if os.path.exists(stem + ext):
+                    os.remove(stem + ext)
+            raise
         self._prune()
         return stem + ".json"
 

@@ -1,15 +1,15 @@
 """Top-1 agreement of the low-precision inference paths with float32 on a real validation set.
 
-    .venv/bin/python benchmarks/agreement.py --rec-val out/demo/data/rec/val.rec --model resnest14 \
-        --params out/demo/train/ckpt-0007.params --crop-size 32 --calib-rec out/demo/data/rec/train.rec
+    .venv/bin/python benchmarks/agreement.py --rec-val out/demo/data/rec/val.rec \
+        --params out/demo/train/ckpt-0007.params --calib-rec out/demo/data/rec/train.rec
 
-Each dtype (default float32, bfloat16, int8) is built with ``resnest_gluon.optimize`` (int8 calibrated on
+The model, classes and evaluation transform come with the checkpoint (``--model`` / ``--crop-size`` ... override
+or, for a bare ``.params``, say them). Each dtype (default float32, bfloat16, int8) is built with ``resnest_gluon.optimize`` (int8 calibrated on
 ``--calib-rec``, never on the evaluation set), every validation image is classified, and the top-1 of each dtype
 and its agreement with float32 (same predicted class) are printed and written to ``OUT/agreement.json``.
 AMX is enabled first, as ``optimize`` does, so bfloat16 and int8 run as they would in production.
 """
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -18,35 +18,35 @@ REPO = os.path.dirname(HERE)
 
 
 def build_parser():
-    from resnest_gluon.precision_cli import add_precision_arguments
+    from resnest_gluon.cli import add_data_config_arguments, add_model_arguments, add_precision_arguments
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rec-val", required=True, help="validation .rec (its .idx next to it, if any)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--params", required=True, help="trained weights (.params)")
-    p.add_argument("--crop-size", type=int, help="input size (default: the model's)")
+    add_model_arguments(p, pretrained=False)
+    add_data_config_arguments(p)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"],
-                   help="float32 first: the reference the others are compared with")
+    p.add_argument("--dtypes", nargs="+", default=None,
+                   help="float32 first: the reference the others are compared with (default: float32, bfloat16 "
+                        "where the CPU has it (AVX-512), int8)")
     add_precision_arguments(p)
     p.add_argument("--out", default=os.path.join(REPO, "out", "agreement"), help="folder for agreement.json")
     return p
 
 
-def predictions(args, dtype, cfg, num_classes):
+def predictions(args, dtype, info):
     """(predicted classes, labels) of every validation image, in record order, for one dtype."""
     import mxnet as mx
     import numpy as np
 
-    from resnest_gluon import get_model, load_weights, optimize
+    from resnest_gluon import optimize
+    from resnest_gluon.cli import optimize_kwargs
     from resnest_gluon.data import ValRecordIter
     from resnest_gluon.deploy import input_dtype
-    from resnest_gluon.precision_cli import optimize_kwargs
 
     args.dtype = dtype
-    net = get_model(args.model, classes=num_classes)
-    load_weights(net, args.params, ctx=mx.cpu())
+    cfg = info.data_config
+    net = info.load(args.params, mx.cpu())
     net = optimize(net, dtype, mx.cpu(), input_shape=(args.batch_size, 3, cfg.input_size, cfg.input_size),
                    **optimize_kwargs(args, cfg, args.batch_size))
     data = ValRecordIter(args.rec_val, cfg, batch_size=args.batch_size, num_workers=1, dtype=input_dtype(dtype))
@@ -62,6 +62,12 @@ def predictions(args, dtype, cfg, num_classes):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.dtypes is None:
+        from resnest_gluon.amx import bfloat16_supported
+
+        args.dtypes = ["float32"] + (["bfloat16"] if bfloat16_supported() else []) + ["int8"]
+        if "bfloat16" not in args.dtypes:
+            print("no bfloat16: this CPU has no AVX-512 (MXNet 1.9.1's oneDNN has no bfloat16 convolutions for it)")
     if args.dtypes[0] != "float32":
         parser.error("--dtypes must start with float32 (the reference)")
     for path, flag in ((args.rec_val, "--rec-val"), (args.params, "--params")):
@@ -70,17 +76,17 @@ def main(argv=None):
     from resnest_gluon.amx import enable_amx
 
     amx = enable_amx()  # before any oneDNN operator runs in this process
-    from resnest_gluon import classes_in_params, get_config
     from resnest_gluon.atomic import write_json
+    from resnest_gluon.cli import model_info
 
-    cfg = get_config(args.model).data
-    if args.crop_size:
-        cfg = dataclasses.replace(cfg, input_size=args.crop_size)
-    num_classes = classes_in_params(args.params)
+    try:
+        info = model_info(args)
+    except ValueError as err:
+        parser.error(str(err))
     results, reference = {}, None
     for dtype in args.dtypes:
         try:
-            pred, labels = predictions(args, dtype, cfg, num_classes)
+            pred, labels = predictions(args, dtype, info)
         except ValueError as err:
             parser.error(f"{dtype}: {err}")
         reference = pred if reference is None else reference
@@ -90,8 +96,8 @@ def main(argv=None):
         r = results[dtype]
         print(f"{dtype:9s} images {r['images']}  top-1 {100 * r['top1']:.2f}%  agreement with float32 "
               f"{100 * r['agreement_with_float32']:.2f}% ({r['disagreements']} differ)", flush=True)
-    doc = {"schema": "resnest-gluon/agreement/1", "model": args.model, "params": args.params, "rec": args.rec_val,
-           "input_size": cfg.input_size, "amx": amx,
+    doc = {"schema": "resnest-gluon/agreement/1", "model": info.model, "params": args.params, "rec": args.rec_val,
+           "input_size": info.data_config.input_size, "data_config": info.data_config.to_dict(), "amx": amx,
            "calibration": {"rec": args.calib_rec, "mode": args.calib_mode, "batches": args.num_calib_batches,
                            "batch_size": args.batch_size, "exclude_first_conv": args.exclude_first_conv},
            "results": results}

@@ -143,6 +143,15 @@ def _load_input(source, prefix, root, exts):
     return entries, root, empty
 
 
+def _classes_beside(source, prefix):
+    """Copies the class names of a ``.lst`` to ``PREFIX_classes.txt``, where training looks for them (a tree's
+    make-list already wrote them there)."""
+    found = _classes_file_for(source) if os.path.isfile(source) else None
+    target = listing.classes_path(prefix)
+    if found and os.path.abspath(found) != os.path.abspath(target):
+        listing.write_classes(target, listing.read_classes(found))
+
+
 def pack(source, prefix, root=None, options=PackOptions(), num_workers=1, exts=listing.DEFAULT_EXTS,
          progress=True):
     """Packs ``source`` (a .lst or a class tree) into ``PREFIX.rec``/``.idx``/``.report.json``; returns the report."""
@@ -176,6 +185,7 @@ def pack(source, prefix, root=None, options=PackOptions(), num_workers=1, exts=l
             raise PackError("nothing packed from %s (%d listed, all skipped: %s); is --root %r right?"
                             % (source, len(entries), report.skip_counts(), root))
         report.dump(tmp_report)
+    _classes_beside(source, prefix)
     log.info("packed %d images in %.1f s: %.1f images/s", report.packed, report.seconds,
              len(entries) / max(report.seconds, 1e-9))
     return report

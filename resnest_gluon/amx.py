@@ -19,16 +19,26 @@ _ISA_VARIABLES = ("DNNL_MAX_CPU_ISA", "MKLDNN_MAX_CPU_ISA")
 _state = {"enabled": None}
 
 
-def amx_supported():
-    """Whether the CPU reports AMX tiles with bfloat16 and int8 (``/proc/cpuinfo``; Linux x86-64 only)."""
+def cpu_flags():
+    """The CPU's feature flags (``/proc/cpuinfo``; empty off Linux x86-64)."""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
-        return False
+        return set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
     except OSError:
-        return False
-    return {"amx_tile", "amx_bf16", "amx_int8"} <= set(flags)
+        return set()
+
+
+def amx_supported():
+    """Whether the CPU reports AMX tiles with bfloat16 and int8 (``/proc/cpuinfo``; Linux x86-64 only)."""
+    return {"amx_tile", "amx_bf16", "amx_int8"} <= cpu_flags()
+
+
+def bfloat16_supported():
+    """Whether MXNet 1.9.1's oneDNN (2.4) has bfloat16 convolutions for this CPU: they need AVX-512 (avx512_core);
+    on an AVX2-only CPU (e.g. many AMD EPYC) oneDNN cannot create them at all."""
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags()
 
 
 def _request_tile_permission():

@@ -6,7 +6,7 @@
 """
 import mxnet as mx
 
-from .amx import enable_amx
+from .amx import bfloat16_supported, cpu_flags, enable_amx
 from .bfloat16 import to_bfloat16
 from .quantization import CALIB_MODES, quantize
 from .splat import set_inference_layout
@@ -64,6 +64,10 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True, ca
         raise ValueError(_DEVICE_ERRORS[dtype])
     if dtype != "int8" and calib_data is not None:
         raise ValueError(f"calib_data is only used with dtype='int8', got dtype={dtype!r}")
+    if dtype == "bfloat16" and not bfloat16_supported():
+        isa = "AVX2" if "avx2" in cpu_flags() else "no AVX-512"
+        raise ValueError(f"bfloat16 needs a CPU with AVX-512 (MXNet 1.9.1's oneDNN has no bfloat16 convolutions for "
+                         f"{isa} CPUs like this one); use float32 or int8 here")
     if dtype in ("bfloat16", "int8") and amx:
         enable_amx()
     set_inference_layout(net, dtype=dtype)

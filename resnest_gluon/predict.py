@@ -4,41 +4,16 @@
 through :func:`~resnest_gluon.data.preprocess_image` with the model's ``DataConfig``, the very transform
 ``scripts/verify.py`` measures accuracy with, so a prediction here is what the published top-1 describes.
 """
-import os
+import dataclasses
 
 import mxnet as mx
 import numpy as np
 
 from .data import preprocess_image
 from .deploy import input_dtype, optimize
-from .zoo import classes_in_params, get_config, get_model, load_weights
+from .trained import IMAGENET_CLASSES_FILE, load_class_names, load_trained, resolve
 
 __all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "softmax", "Predictor"]
-
-# The 1000 ILSVRC-2012 class names in synset-sorted order (label i = line i), as GluonCV's ImageNet1kAttr.
-# Two names repeat in that list; here they read 'crane (bird)'/'crane (machine)' and 'maillot'/'tank suit'.
-IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.txt")
-
-
-def load_class_names(path=None):
-    """Class names, one per line (label i = line i); ``None`` gives the shipped ImageNet-1k names.
-
-    Blank lines are errors (they would shift every label after them), except trailing ones.
-    """
-    path = path or IMAGENET_CLASSES_FILE
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"class names file not found: {path!r}")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\r\n") for line in f]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
-    if blank:
-        raise ValueError(f"{path}:{blank[0]}: blank line in a class names file (one name per line, label i on "
-                         f"line i + 1)")
-    if not lines:
-        raise ValueError(f"{path}: no class names in the file")
-    return [line.strip() for line in lines]
 
 
 def softmax(logits):
@@ -51,30 +26,33 @@ def softmax(logits):
 class Predictor:
     """A model plus its class names, ready to classify images (paths, PIL images or RGB uint8 arrays).
 
-    ``params``: a ``.params`` file (its classifier size sets the class count); ``pretrained``: the published
-    ImageNet weights; ``classes``: a names file or a list (default: the shipped ImageNet names). A names count
-    that differs from the model's classes is a ``ValueError`` naming both. ``dtype`` and, for int8, the calibration
-    keywords (``calib_data``, ``calib_mode``, ``num_calib_batches``, ``exclude_first_conv``): see
-    :func:`~resnest_gluon.deploy.optimize`; calibration batches must be preprocessed like :attr:`config` says.
+    ``params``: a trained weights file (a checkpoint, a ``save_trained`` file, an exported ``P-0000.params`` or
+    ``P-symbol.json``): its information (:mod:`resnest_gluon.trained`) gives the model, classes, class names and
+    evaluation transform, so ``Predictor(params="runs/x/ckpt-0007.params")`` is enough. ``pretrained``: the
+    published ImageNet weights of ``model``. ``model`` / ``classes`` (a names file or a list) that contradict the
+    file are a ``ValueError`` naming both; for a bare ``.params`` they say what the file cannot (default
+    ``resnest50``; the ImageNet names for 1000 classes). ``data_config``: a :class:`~resnest_gluon.zoo.DataConfig`
+    replacing the file's. ``dtype`` and, for int8, the calibration keywords (``calib_data``, ``calib_mode``,
+    ``num_calib_batches``, ``exclude_first_conv``): see :func:`~resnest_gluon.deploy.optimize`; calibration batches
+    must be preprocessed as :attr:`config` says.
     """
 
-    def __init__(self, model="resnest50", params=None, pretrained=False, classes=None, ctx=None, root=None,
-                 dtype="float32", **calibration):
+    def __init__(self, model=None, params=None, pretrained=False, classes=None, ctx=None, root=None,
+                 dtype="float32", data_config=None, **calibration):
         if (params is None) == (not pretrained):
             raise ValueError("give exactly one of params=FILE or pretrained=True")
         self.ctx = ctx or mx.cpu()
-        names = classes if isinstance(classes, (list, tuple)) else load_class_names(classes)
-        source = classes if isinstance(classes, str) else ("the given list" if classes else IMAGENET_CLASSES_FILE)
-        num = classes_in_params(params) if params else 1000
-        num = num or len(names)
-        if len(names) != num:
-            raise ValueError(f"{source} has {len(names)} class names but the model "
-                             f"({params or model + ' pretrained'}) has {num} classes")
-        self.names = list(names)
-        self.config = get_config(model).data
-        self.net = get_model(model, pretrained=pretrained, ctx=self.ctx, root=root, classes=num)
+        changes = dataclasses.asdict(data_config) if data_config else {}
         if params:
-            load_weights(self.net, params, ctx=self.ctx)
+            self.net = load_trained(params, ctx=self.ctx, model=model, class_names=classes, **changes)
+            info = self.net.model_info
+        else:
+            info = resolve(model=model, class_names=classes, data_changes=changes, pretrained=True)
+            self.net = info.build(self.ctx, pretrained=True, root=root)
+        if info.class_names is None:
+            raise ValueError(f"{params} has {info.num_classes} classes and no class names beside it: give them "
+                             f"(--classes FILE, one name per line; classes= in Python)")
+        self.info, self.names, self.config = info, list(info.class_names), info.data_config
         self.net = optimize(self.net, dtype, self.ctx, **calibration)
         self.input_dtype = input_dtype(dtype)
 

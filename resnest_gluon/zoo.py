@@ -36,6 +36,28 @@ class DataConfig:
         return {"input_size": self.input_size, "crop_pct": self.crop_pct, "interpolation": self.interpolation,
                 "mean": list(self.mean), "std": list(self.std)}
 
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of :meth:`to_dict`; missing keys take the defaults, wrong values raise ``ValueError``."""
+        unknown = set(d) - {"input_size", "crop_pct", "interpolation", "mean", "std"}
+        if unknown:
+            raise ValueError(f"unknown data config keys {sorted(unknown)}")
+        cfg = cls(**{k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()})
+        return cfg.checked()
+
+    def checked(self):
+        """Itself, after checking the values make sense (``ValueError`` naming the first that does not)."""
+        if not isinstance(self.input_size, int) or self.input_size < 1:
+            raise ValueError(f"input_size must be a positive integer, got {self.input_size!r}")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        from .data.transforms import interp_code
+
+        interp_code(self.interpolation)  # a name the evaluation transform knows
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std must have 3 values (std > 0), got {self.mean} and {self.std}")
+        return self
+
 
 @dataclass(frozen=True)
 class ModelConfig:

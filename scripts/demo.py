@@ -7,17 +7,21 @@
 Steps: check the environment; draw a 10-class shape dataset (class-per-folder JPEGs, train/val); pack it with
 ``python -m recordio_tools``; train ResNeSt-14 with ``horovodrun --gloo -np 2`` and the recipe's features
 (cosine + warm-up, label smoothing, mixup switched off for the last epochs, no weight decay on BN/bias);
-re-measure the last checkpoint with ``scripts/verify.py`` and stop if its top-1 differs from training's last
-validation; ``scripts/predict.py`` on a few validation images; ``benchmarks/latency.py``; write ``report.md`` with
-PNGs. Every step runs the project's command-line tools as a user would, shows their output live, and stops the
-demo with the tail of their stderr when they fail (full logs in OUT/logs/).
+re-measure the last checkpoint with ``scripts/verify.py --params CKPT`` (the checkpoint knows its model, classes
+and evaluation size) and stop if its top-1 differs from training's last validation; ``scripts/predict.py`` on
+validation images drawn by the seed, and stop if how many it gets right is implausible for verify's top-1;
+``benchmarks/latency.py``; write ``report.md`` with PNGs. Every step runs the project's command-line tools as a
+user would; the terminal shows one line per command, per training epoch and per result, the full output of every
+command goes to OUT/logs/, and a failing command stops the demo with the tail of its stderr.
 
 The output folder is deleted first (a run never reuses old results) -- only if it is empty or was made by this
 script (it carries a ``.resnest-demo`` marker file).
 """
 import argparse
 import json
+import math
 import os
+import re
 import platform
 import shutil
 import signal
@@ -35,8 +39,10 @@ BIN = os.path.dirname(sys.executable)  # not resolved: .venv/bin, where horovodr
 MARKER = ".resnest-demo"
 MODEL = "resnest14"
 WORLD = 2  # Horovod processes, one core each
-CROP_RATIO = 0.875  # evaluation centre crop: the same for training's validation and verify.py
 BUDGET_S = 600
+# predict.py's hits on the sample images must be plausible for verify.py's top-1: the binomial chance of so few (or
+# fewer) must be at least this (at 98.5% top-1: 8 of 10 passes, 7 fails; at 95%: 7 passes, 6 fails)
+PLAUSIBLE = 1e-3
 
 
 @dataclass
@@ -96,19 +102,26 @@ class Steps:
         return time.time() - self.start
 
 
-def _pump(src, dst, log, tail):
-    """Copies a child's stream to our console and its log as it arrives (tqdm's \\r bars keep working)."""
+def _pump(src, log, tail, echo):
+    """Copies a child's stream into its log as it arrives; ``echo`` sees each complete line (tqdm's \\r redraws
+    split into lines) and returns what to print, if anything; ``tail`` keeps the last 32 kB."""
+    pending = b""
     while True:
         chunk = os.read(src.fileno(), 65536)
         if not chunk:
             break
-        dst.write(chunk)
-        dst.flush()
         log.write(chunk)
+        log.flush()
         if tail is not None:
             tail.append(chunk)
             while sum(map(len, tail)) > 32768 and len(tail) > 1:
                 tail.pop(0)
+        if echo is not None:
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for line in lines:
+                shown = echo(line.decode("utf-8", "replace"))
+                if shown:
+                    print(shown, flush=True)
 
 
 def stderr_tail(data, lines=25):
@@ -118,8 +131,9 @@ def stderr_tail(data, lines=25):
     return "\n".join("    " + line for line in kept[-lines:])
 
 
-def run(cmd, logs, name, threads=None):
-    """Runs ``cmd`` from the repo root, streaming its output live and into ``logs/name.{out,err}.log``.
+def run(cmd, logs, name, threads=None, echo=None):
+    """Runs ``cmd`` from the repo root; its output goes to ``logs/name.{out,err}.log``, the terminal gets the command
+    line and what ``echo(line)`` returns for lines of its stdout (e.g. one line per training epoch).
 
     ``threads`` sets OMP_NUM_THREADS for the child. A non-zero exit raises :class:`DemoError` with the command, the
     exit status and the tail of its stderr. Ctrl-C stops the child's whole process group (horovodrun's ranks too).
@@ -133,13 +147,14 @@ def run(cmd, logs, name, threads=None):
     out_path, err_path = (os.path.join(logs, f"{name}.{s}.log") for s in ("out", "err"))
     tail = []
     with open(out_path, "wb") as out_log, open(err_path, "wb") as err_log:
+        out_log.write(f"$ {shown}\n".encode())
         try:
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)
         except OSError as err:
             raise DemoError(f"cannot start {cmd[0]}: {err}") from None
-        pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout.buffer, out_log, None)),
-                 threading.Thread(target=_pump, args=(proc.stderr, sys.stderr.buffer, err_log, tail))]
+        pumps = [threading.Thread(target=_pump, args=(proc.stdout, out_log, None, echo)),
+                 threading.Thread(target=_pump, args=(proc.stderr, err_log, tail, None))]
         for t in pumps:
             t.start()
         try:
@@ -154,6 +169,25 @@ def run(cmd, logs, name, threads=None):
     if code != 0:
         raise DemoError(f"`{shown}` exited with status {code}. Last lines of its stderr:\n{stderr_tail(b''.join(tail))}"
                         f"\n  full output: {out_path} and {err_path}")
+
+
+_RANK_LINE = re.compile(r"^\[(?:\d+,)?(\d+)\]<std(?:out|err)>:(.*)$")  # horovodrun's prefix: [rank]<stdout>:
+
+
+def epoch_line(line):
+    """The terminal's line for a line of training's stdout: rank 0's epoch summaries and warnings, else None."""
+    m = _RANK_LINE.match(line)
+    if m and m.group(1) != "0":
+        return None
+    text = (m.group(2) if m else line).strip()
+    if text.startswith("warning"):
+        return "  " + text
+    if not text.startswith('{"epoch"'):
+        return None
+    e = json.loads(text)
+    val = f"  val top-1 {e['val_top1']:.2%}" if "val_top1" in e else ""
+    return (f"  epoch {e['epoch']}: loss {e['loss']:.3f}  train top-1 {e['train_acc']:.2%}{val}  "
+            f"({e['time_s']:.0f} s, {e['img_per_sec']:.0f} img/s)")
 
 
 def prepare_out(out):
@@ -187,8 +221,8 @@ def check_environment():
     info = {"python": platform.python_version(), "mxnet": mx.__version__, "numpy": np.__version__,
             "horovod": horovod.__version__, "matplotlib": matplotlib.__version__, "cpus": os.cpu_count(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform()}
-    for k, v in info.items():
-        print(f"  {k:<14} {v}")
+    print(f"Python {info['python']}, MXNet {info['mxnet']}, numpy {info['numpy']}, Horovod {info['horovod']}, "
+          f"{info['cpus']} CPUs, load {info['loadavg_start'][0]}")
     if info["loadavg_start"][0] > info["cpus"]:
         print(f"  note: the machine is busy (load {info['loadavg_start'][0]} on {info['cpus']} cores): "
               f"the steps will take longer than usual")
@@ -236,21 +270,20 @@ def pack(out, s, logs):
     return classes[0], reports
 
 
-def train(out, s, logs, horovodrun, num_classes):
+def train(out, s, logs, horovodrun):
     save_dir = os.path.join(out, "train")
     rec = os.path.join(out, "data", "rec")
     cmd = [horovodrun, "--gloo", "-np", str(WORLD), "-H", f"localhost:{WORLD}", sys.executable,
            os.path.join(REPO, "scripts", "train_imagenet.py"),
            "--rec-train", os.path.join(rec, "train.rec"), "--rec-val", os.path.join(rec, "val.rec"),
-           "--model", MODEL, "--num-classes", str(num_classes), "--input-size", str(s.input_size),
-           "--crop-ratio", str(CROP_RATIO), "--min-random-area", str(s.min_random_area),
+           "--model", MODEL, "--input-size", str(s.input_size), "--min-random-area", str(s.min_random_area),
            "--batch-size", str(s.batch_size), "--num-epochs", str(s.epochs),
            "--lr", str(s.lr), "--lr-mode", "cosine", "--warmup-epochs", str(s.warmup_epochs),
            "--label-smoothing", str(s.label_smoothing), "--mixup", "--mixup-off-epoch", str(s.mixup_off_epoch),
            "--no-wd", "--no-auto-aug", "--dropblock-prob", "0", "--final-drop", "0", "--seed", str(s.seed),
            "--eval-frequency", "1", "--save-frequency", str(max(1, s.epochs // 2)), "--log-interval", "5",
            "--no-cuda", "--data-nthreads", "1", "--save-dir", save_dir]
-    run(cmd, logs, "train", threads=1)  # 2 ranks x 1 OpenMP thread on 2 cores
+    run(cmd, logs, "train", threads=1, echo=epoch_line)  # 2 ranks x 1 OpenMP thread on 2 cores
     epochs = read_epochs(os.path.join(save_dir, "metrics.jsonl"))
     last = epochs[-1] if epochs else {}
     if last.get("epoch") != s.epochs or "val_top1" not in last:
@@ -279,47 +312,62 @@ def last_checkpoint(save_dir):
     return os.path.join(save_dir, meta["files"]["params"][0])
 
 
-def verify(out, s, logs, trained, num_classes):
-    """verify.py on the val .rec; its top-1 must be training's last validation top-1, image for image."""
+def verify(out, s, logs, trained):
+    """verify.py on the val .rec with the checkpoint alone (its model, classes and evaluation size come with it);
+    its top-1 must be training's last validation top-1, image for image."""
     path = os.path.join(out, "verify.json")
     run([sys.executable, os.path.join(REPO, "scripts", "verify.py"),
-         "--rec-val", os.path.join(out, "data", "rec", "val.rec"), "--model", MODEL, "--params", trained["params"],
-         "--num-classes", str(num_classes), "--crop-size", str(s.input_size), "--crop-ratio", str(CROP_RATIO),
+         "--rec-val", os.path.join(out, "data", "rec", "val.rec"), "--params", trained["params"],
          "--batch-size", str(s.batch_size), "--num-workers", "1", "--json", path], logs, "verify", threads=2)
     with open(path) as f:
         result = json.load(f)
     last = trained["epochs"][-1]
     train_correct = round(last["val_top1"] * last["val_images"])
-    print(f"verify.py: top-1 {result['top1']:.2%} ({result['top1_correct']}/{result['images']}), "
-          f"top-5 {result['top5']:.2%} ({result['top5_correct']}/{result['images']})")
-    print(f"training's last validation: top-1 {last['val_top1']:.2%} ({train_correct}/{last['val_images']})")
     if result["images"] != last["val_images"] or result["top1_correct"] != train_correct:
         raise DemoError(f"verify.py's top-1 {result['top1_correct']}/{result['images']} differs from training's "
                         f"last validation {train_correct}/{last['val_images']}: the evaluation protocols disagree")
-    print("equal: verify.py reproduces training's validation exactly")
+    print(f"verify.py: top-1 {result['top1']:.2%} ({result['top1_correct']}/{result['images']}) at "
+          f"{result['data_config']['input_size']} px, top-5 {result['top5']:.2%}: equal to training's last "
+          f"validation")
     return result
 
 
-def pick_samples(out, classes, n, seed):
-    """``n`` validation images of ``n`` different classes (spread over the class list), seeded."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for c in np.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int):
-        folder = os.path.join(out, "data", "images", "val", classes[c])
-        files = sorted(os.listdir(folder))
-        picks.append((os.path.join(folder, files[rng.integers(len(files))]), classes[c]))
-    return picks
+def pick_samples(out, n, seed):
+    """``n`` validation images drawn at random (seeded) from the whole validation tree, with their classes."""
+    root = os.path.join(out, "data", "images", "val")
+    files = sorted((os.path.join(root, c, f), c) for c in os.listdir(root) for f in os.listdir(os.path.join(root, c)))
+    picks = np.random.default_rng(seed).choice(len(files), size=min(n, len(files)), replace=False)
+    return [files[i] for i in sorted(picks)]
 
 
-def predict(out, logs, trained, classes, samples):
+def plausible_hits(right, n, top1):
+    """The binomial chance of ``right`` or fewer hits in ``n`` images when each is right with probability
+    ``top1``."""
+    return sum(math.comb(n, k) * top1 ** k * (1 - top1) ** (n - k) for k in range(right + 1))
+
+
+def hits(samples, predicted):
+    """How many sample images predict.py put in their true class."""
+    return sum(p["top"][0]["class"] == truth for p, (_, truth) in zip(predicted["predictions"], samples))
+
+
+def predict(out, logs, trained, samples, verified):
+    """predict.py on the sample images with the checkpoint alone; its hits must be plausible for verify's top-1."""
     path = os.path.join(out, "predict.json")
-    run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), *[p for p, _ in samples], "--model", MODEL,
-         "--params", trained["params"], "--classes", os.path.join(out, "data", "rec", "train_classes.txt"),
-         "--topk", "3", "--json", path], logs, "predict", threads=2)
+    run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), *[p for p, _ in samples],
+         "--params", trained["params"], "--topk", "3", "--json", path], logs, "predict", threads=2)
     with open(path) as f:
         result = json.load(f)
-    right = sum(p["top"][0]["class"] == truth for p, (_, truth) in zip(result["predictions"], samples))
-    print(f"{right} of {len(samples)} sample images predicted correctly")
+    right = hits(samples, result)
+    chance = plausible_hits(right, len(samples), verified["top1"])
+    print(f"predict.py: {right} of {len(samples)} sample images right at {result['data_config']['input_size']} px "
+          f"(verify's top-1 {verified['top1']:.2%} expects {verified['top1'] * len(samples):.1f})")
+    if result["data_config"] != verified["data_config"]:
+        raise DemoError(f"predict.py evaluated with {result['data_config']}, verify.py with "
+                        f"{verified['data_config']}: the same checkpoint must give the same protocol")
+    if chance < PLAUSIBLE:
+        raise DemoError(f"predict.py got {right} of {len(samples)} sample images right, implausible at verify.py's "
+                        f"top-1 {verified['top1']:.2%} (chance {chance:.1e}): predict and verify disagree")
     return result
 
 
@@ -436,7 +484,8 @@ def write_report(out, s, quick, env, data, classes, reports, trained, verified, 
         f"{MODEL}, input {s.input_size} px, batch {s.batch_size} per process, NAG, lr {s.lr} per process "
         f"(x{WORLD}), cosine schedule with {s.warmup_epochs} warm-up epoch(s), label smoothing "
         f"{s.label_smoothing}, mixup 0.2 switched off for the last {s.mixup_off_epoch} epoch(s), no weight decay "
-        f"on BN and biases; validation every epoch (centre crop ratio {CROP_RATIO}). Full command in "
+        f"on BN and biases; validation every epoch (at {verified['data_config']['input_size']} px, centre crop "
+        f"ratio {verified['data_config']['crop_pct']}, recorded in each checkpoint). Full command in "
         "`logs/train.out.log`'s first line.",
         "",
         "| epoch | loss | train top-1 | lr | mixup | val top-1 | val top-5 | time |",
@@ -451,14 +500,17 @@ def write_report(out, s, quick, env, data, classes, reports, trained, verified, 
         "",
         "## 4. Verify",
         "",
-        f"`scripts/verify.py --params {rel(trained['params'])} --crop-size {s.input_size} --crop-ratio "
-        f"{CROP_RATIO}` on `data/rec/val.rec`: top-1 {_pct(verified['top1'])}, top-5 {_pct(verified['top5'])} "
+        f"`scripts/verify.py --rec-val data/rec/val.rec --params {rel(trained['params'])}` (model, classes and "
+        f"evaluation size from the checkpoint): top-1 {_pct(verified['top1'])}, top-5 {_pct(verified['top5'])} "
         f"({verified['images']} images, {verified['images_per_sec']:.0f} images/s). Training's last validation: "
         f"top-1 {_pct(last['val_top1'])} of {last['val_images']} images -- equal.",
         "",
         "## 5. Predictions",
         "",
-        "`scripts/predict.py` on validation images it has not trained on (`--classes data/rec/train_classes.txt`):",
+        f"`scripts/predict.py IMAGES --params {rel(trained['params'])}` on {len(samples)} validation images drawn "
+        f"with seed {s.seed} (class names and the {predicted['data_config']['input_size']}-px evaluation transform "
+        f"from the checkpoint): **{hits(samples, predicted)} of {len(samples)} right**, as verify.py's top-1 "
+        f"{_pct(verified['top1'])} leads one to expect ({verified['top1'] * len(samples):.1f}).",
         "",
         "| image | true class | top-1 | probability | top-2 |",
         "| --- | --- | --- | --- | --- |",
@@ -491,7 +543,8 @@ def write_report(out, s, quick, env, data, classes, reports, trained, verified, 
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
-    summary = {"quick": quick, "settings": asdict(s), "model": MODEL, "world": WORLD, "crop_ratio": CROP_RATIO,
+    summary = {"quick": quick, "settings": asdict(s), "model": MODEL, "world": WORLD,
+               "data_config": verified["data_config"],
                "classes": classes, "val_top1": verified["top1"], "val_top5": verified["top5"],
                "val_top1_correct": verified["top1_correct"], "val_images": verified["images"],
                "train_last_val_top1": last["val_top1"], "train_last_val_images": last["val_images"],
@@ -536,13 +589,13 @@ def main(argv=None):
         with steps("RecordIO: make-list, pack, check"):
             classes, reports = pack(out, s, logs)
         with steps(f"train {MODEL} with horovodrun --gloo -np {WORLD}"):
-            trained = train(out, s, logs, horovodrun, len(classes))
+            trained = train(out, s, logs, horovodrun)
             shutil.copy(os.path.join(trained["save_dir"], "curves.png"), os.path.join(out, "curves.png"))
         with steps("verify.py on the validation .rec"):
-            verified = verify(out, s, logs, trained, len(classes))
+            verified = verify(out, s, logs, trained)
         with steps("predict.py on sample validation images"):
-            samples = pick_samples(out, classes, s.predict_images, s.seed)
-            predicted = predict(out, logs, trained, classes, samples)
+            samples = pick_samples(out, s.predict_images, s.seed)
+            predicted = predict(out, logs, trained, samples, verified)
         with steps("latency benchmark"):
             lat = latency(out, s, logs)
             shutil.copy(os.path.join(out, "latency", "latency.png"), os.path.join(out, "latency.png"))

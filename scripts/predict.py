@@ -1,57 +1,84 @@
 """Top-k classes of image files with a ResNeSt, through the model's evaluation protocol.
 
     python scripts/predict.py cat.jpg dog.png --model resnest50 --pretrained --topk 5 --json out.json
-    python scripts/predict.py img.jpg --model resnest50 --params finetuned.params --classes names.txt
+    python scripts/predict.py photos/*.jpg --params runs/x/ckpt-0007.params     # its model, classes and size
     python scripts/predict.py img.jpg --model resnest50 --pretrained --dtype int8 --calib-rec train.rec
 
-Prints one block per image; ``--json`` writes ``{"model", "params", "classes_file", "topk", "predictions":
-[{"image", "top": [{"rank", "label", "class", "probability"}]}]}``.
+Prints one block per image; ``--json`` writes ``{"model", "params", "data_config", "topk", "predictions":
+[{"image", "top": [{"rank", "label", "class", "probability"}]}], "skipped": [{"image", "reason"}]}``.
+A missing, unreadable or non-image file is reported by name and skipped, the others are still predicted, and the
+exit status is then 3 (0: every image predicted; 1: nothing could be done, e.g. a wrong weights file).
 """
 import argparse
 import sys
 
 from resnest_gluon.atomic import write_json
-from resnest_gluon.precision_cli import add_precision_arguments, optimize_kwargs
-from resnest_gluon.predict import IMAGENET_CLASSES_FILE, Predictor
-from resnest_gluon.zoo import get_config
+from resnest_gluon.cli import (add_data_config_arguments, add_model_arguments, add_precision_arguments, model_info,
+                               optimize_kwargs)
+from resnest_gluon.data import load_image
+from resnest_gluon.predict import Predictor
+
+EXIT_SKIPPED = 3
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", default="resnest50")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--params", help="a .params file (its classifier size sets the number of classes)")
-    src.add_argument("--pretrained", action="store_true", help="the published ImageNet weights")
+    add_model_arguments(p)
+    add_data_config_arguments(p)
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--classes", help="class names, one per line (default: the shipped ImageNet-1k names)")
     p.add_argument("--json", help="also write the predictions to this JSON file")
     add_precision_arguments(p)
-    p.add_argument("--batch-size", type=int, default=16, help="int8: images per calibration batch")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (and per int8 calibration "
+                                                              "batch)")
     return p.parse_args(argv)
+
+
+def read_images(paths):
+    """``(decoded images, their paths, [(path, reason)] of the ones that could not be read)``."""
+    images, kept, skipped = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            kept.append(path)
+        except (OSError, ValueError) as err:
+            skipped.append((path, str(err)))
+    return images, kept, skipped
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        calibration = optimize_kwargs(args, get_config(args.model).data, args.batch_size)
-        predictor = Predictor(args.model, params=args.params, pretrained=args.pretrained, classes=args.classes,
-                              dtype=args.dtype, **calibration)
-        results = predictor.predict(args.images, topk=args.topk)
+        info = model_info(args)
+        calibration = optimize_kwargs(args, info.data_config, args.batch_size)
+        predictor = Predictor(info.model, params=args.params, pretrained=args.pretrained,
+                              classes=list(info.class_names) if info.class_names else None, dtype=args.dtype,
+                              data_config=info.data_config, **calibration)
+        results, kept, skipped = [], [], []
+        for start in range(0, len(args.images), args.batch_size):  # decoded a batch at a time
+            images, ok, bad = read_images(args.images[start:start + args.batch_size])
+            results += predictor.predict(images, topk=args.topk)
+            kept, skipped = kept + ok, skipped + bad
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     index = {name: i for i, name in enumerate(predictor.names)}
-    report = {"model": args.model, "params": args.params, "pretrained": args.pretrained,
-              "classes_file": args.classes or IMAGENET_CLASSES_FILE, "topk": args.topk, "dtype": args.dtype,
-              "predictions": []}
-    for image, top in zip(args.images, results):
+    report = {"model": predictor.info.model, "params": args.params, "pretrained": args.pretrained,
+              "data_config": predictor.config.to_dict(), "topk": args.topk, "dtype": args.dtype, "predictions": [],
+              "skipped": [{"image": p, "reason": r} for p, r in skipped]}
+    for image, top in zip(kept, results):
         print(image)
         for rank, (name, prob) in enumerate(top, 1):
             print(f"  {rank}. {prob:8.4f}  {name}")
         report["predictions"].append({"image": image, "top": [
             {"rank": r, "label": index[n], "class": n, "probability": p} for r, (n, p) in enumerate(top, 1)]})
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(args.images)} files:", file=sys.stderr)
+        for path, reason in skipped:
+            print(f"  {path}: {reason}", file=sys.stderr)
     if args.json:
         write_json(args.json, report)
+    if skipped:
+        sys.exit(EXIT_SKIPPED)
     return report
 
 

@@ -13,10 +13,12 @@ A run killed at any time continues with ``--resume DIR`` and, with the same flag
 with the same weights as an uninterrupted run; bit-identical input batches need ``--data-nthreads 1``.
 """
 import argparse
+import errno
 import os
 import sys
 
-from resnest_gluon.training.loop import TrainingDiverged, train
+from resnest_gluon.native_log import filter_native_stderr
+from resnest_gluon.training.loop import CheckpointNotSaved, TrainingDiverged, train
 from resnest_gluon.training.schedule import LR_MODES
 
 BOOL = argparse.BooleanOptionalAction
@@ -46,11 +48,18 @@ def parse_args(argv=None):
                    help="evaluation centre-crop ratio (default: the model's crop_pct, as scripts/verify.py)")
     d.add_argument("--data-nthreads", "-j", type=int, default=4,
                    help="decoding threads/processes; 1 makes input batches bit-reproducible across machines")
+    d.add_argument("--check-data", action="store_true",
+                   help="first decode every record of --rec-train/--rec-val (rank 0, --data-nthreads processes) and "
+                        "refuse to train on bad ones; without it only framing, .idx and labels are checked (quick)")
     d.add_argument("--auto-aug", action=BOOL, default=True, help="AutoAugment (DataLoader input path)")
     d.add_argument("--min-random-area", type=float, default=0.08,
                    help="random-resized crop: smallest crop area as a fraction of the image (the recipe's 0.08; "
                         "larger keeps more of small or off-centre objects)")
-    d.add_argument("--num-classes", type=int, default=1000)
+    d.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size (default: the number of class names, else 1000)")
+    d.add_argument("--classes", default=None,
+                   help="class names, one per line, label i on line i (default: the PREFIX_classes.txt that "
+                        "recordio_tools wrote beside --rec-train); saved in every checkpoint")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="resnest50")
     m.add_argument("--pretrained", action="store_true", help="start from the published weights")
@@ -121,6 +130,10 @@ def parse_args(argv=None):
         p.error(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
     if args.pretrained and args.resume_params:
         p.error("--pretrained and --resume-params both name the starting weights: pass one")
+    if args.num_classes is not None and args.num_classes < 1:
+        p.error(f"--num-classes must be >= 1, got {args.num_classes}")
+    if args.classes and not os.path.isfile(args.classes):
+        p.error(f"--classes: no such file {args.classes}")
     if not os.path.isfile(args.rec_train):
         p.error(f"--rec-train: no such file {args.rec_train}")
     if args.rec_val and not os.path.isfile(args.rec_val):
@@ -128,16 +141,48 @@ def parse_args(argv=None):
     return args
 
 
+def check_data(args):
+    """``--check-data``: rank 0 decodes every record (as ``python -m recordio_tools check``) while the other ranks
+    wait, then all stop together on a bad record, listing them. Labels are checked against the classes later."""
+    from recordio_tools.checking import check, describe_problem
+    from resnest_gluon.distributed import Distributed
+
+    dist = Distributed()
+    problems = []
+    if dist.is_root:
+        for flag, rec, idx in (("--rec-train", args.rec_train, args.rec_train_idx),
+                               ("--rec-val", args.rec_val, args.rec_val_idx)):
+            if rec:
+                summary = check(rec, num_classes=args.num_classes, num_workers=args.data_nthreads, idx_path=idx)
+                problems += [f"{flag} {rec}: {describe_problem(b)}" for b in summary["bad"]]
+    if dist.allreduce_sum([len(problems)], name="check_data")[0]:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise ValueError("--check-data: bad records, not training:\n" + "\n".join(shown))
+
+
+# Exit codes: 0 done, 2 unusable arguments or data (named), 3 diverged (NaN/inf), 4 a checkpoint or log could not be
+# written (disk full: the message names the path and the space needed; the last complete checkpoint is kept).
 def main(argv=None):
     args = parse_args(argv)
+    filter_native_stderr()  # MXNet's known harmless oneDNN pooling notices (see resnest_gluon/native_log.py)
     try:
+        if args.check_data:
+            check_data(args)
         train(args)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except CheckpointNotSaved as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 4
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full outside a checkpoint (e.g. metrics.jsonl mid-epoch)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -1,10 +1,12 @@
 """ImageNet-style top-1/top-5 of a ResNeSt on a validation .rec, with the official evaluation protocol.
 
     python scripts/verify.py --rec-val val.rec --model resnest50 --pretrained --json result.json
-    horovodrun --gloo -np 4 -H localhost:4 python scripts/verify.py --rec-val val.rec --model resnest50 --params f
+    python scripts/verify.py --rec-val val.rec --params runs/x/ckpt-0007.params     # model, classes, size: its own
+    horovodrun --gloo -np 4 -H localhost:4 python scripts/verify.py --rec-val val.rec --params runs/x/ckpt-0007.params
     python scripts/verify.py --rec-val val.rec --model resnest50 --pretrained --dtype int8 --calib-rec train.rec
 
-Protocol: the model's ``DataConfig`` (``--crop-size`` / ``--crop-ratio`` replace its input size / crop_pct).
+Protocol: the weights' ``DataConfig`` -- for a training checkpoint the one its validation used, else the model's
+(``--crop-size`` / ``--crop-ratio`` / ``--interpolation`` replace its input size / crop_pct / interpolation).
 Every image of the file is evaluated exactly once (the last batch may be partial; no padding).
 
 Undecodable records are skipped and reported (index and reason) in the printout and in the JSON
@@ -18,7 +20,6 @@ Throughput (images/s) is timed from batch 5 on, as the official script (from bat
 6 batches); under Horovod it is the sum over ranks.
 """
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -29,8 +30,8 @@ from resnest_gluon.data import ValRecordIter
 from resnest_gluon.deploy import input_dtype, optimize
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.evaluation import LabelError, evaluate
-from resnest_gluon.precision_cli import add_precision_arguments, optimize_kwargs
-from resnest_gluon.zoo import classes_in_params, get_config, get_model, load_weights
+from resnest_gluon.cli import (add_data_config_arguments, add_model_arguments, add_precision_arguments, model_info,
+                               optimize_kwargs)
 
 TIMED_FROM_BATCH = 5
 
@@ -43,13 +44,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rec-val", required=True, help="validation .rec")
     p.add_argument("--rec-val-idx", help="its .idx (default: the .idx next to the .rec if any, else sequential)")
-    p.add_argument("--model", default="resnest50")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--params", help="a .params file")
-    src.add_argument("--pretrained", action="store_true", help="the published ImageNet weights")
-    p.add_argument("--num-classes", type=int, help="default: the classifier size of --params, else 1000")
-    p.add_argument("--crop-size", type=int, help="input size (default: the model's)")
-    p.add_argument("--crop-ratio", type=float, help="crop_pct (default: the model's)")
+    add_model_arguments(p)
+    add_data_config_arguments(p)
     p.add_argument("--batch-size", type=int, default=50, help="per device")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids; empty = CPU")
     add_precision_arguments(p)
@@ -57,20 +53,6 @@ def parse_args(argv=None):
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--horovod", action="store_true", help="force Horovod (auto under horovodrun)")
     return p.parse_args(argv)
-
-
-def data_config(args):
-    cfg = get_config(args.model).data
-    changes = {}
-    if args.crop_size is not None:
-        if args.crop_size < 1:
-            raise VerifyError(f"--crop-size must be positive, got {args.crop_size}")
-        changes["input_size"] = args.crop_size
-    if args.crop_ratio is not None:
-        if not 0 < args.crop_ratio <= 1:
-            raise VerifyError(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
-        changes["crop_pct"] = args.crop_ratio
-    return dataclasses.replace(cfg, **changes)
 
 
 def contexts(args, dist):
@@ -82,21 +64,14 @@ def contexts(args, dist):
     return [mx.gpu(g) for g in gpus]
 
 
-def build_net(args, ctx, cfg):
+def build_net(args, ctx):
     """The model with its weights, optimized for ``--dtype`` (int8: calibrated on ``--calib-rec`` read with the
-    data config ``cfg``); and its number of classes."""
-    num_classes = args.num_classes
-    if args.params:
-        if not os.path.isfile(args.params):
-            raise VerifyError(f"params file not found: {args.params!r}")
-        num_classes = num_classes or classes_in_params(args.params)
-    num_classes = num_classes or 1000
+    weights' data config), and its :class:`~resnest_gluon.trained.ModelInfo`."""
     try:
-        net = get_model(args.model, pretrained=args.pretrained, ctx=ctx, classes=num_classes)
-        if args.params:
-            load_weights(net, args.params, ctx=ctx)
-        return optimize(net, args.dtype, ctx, **optimize_kwargs(args, cfg, args.batch_size)), num_classes
-    except ValueError as err:
+        info = model_info(args)
+        net = info.load(args.params, ctx) if args.params else info.build(ctx, pretrained=True)
+        return optimize(net, args.dtype, ctx, **optimize_kwargs(args, info.data_config, args.batch_size)), info
+    except (ValueError, FileNotFoundError) as err:
         raise VerifyError(str(err)) from None
 
 
@@ -109,9 +84,9 @@ def calibration_summary(args):
 
 
 def verify(args, dist):
-    cfg = data_config(args)
     ctx = contexts(args, dist)
-    net, num_classes = build_net(args, ctx, cfg)
+    net, info = build_net(args, ctx)
+    cfg, num_classes = info.data_config, info.num_classes
     if not os.path.isfile(args.rec_val):
         raise VerifyError(f"record file (.rec) not found: {args.rec_val!r}")
     if args.rec_val_idx and not os.path.isfile(args.rec_val_idx):
@@ -122,10 +97,10 @@ def verify(args, dist):
     try:
         res = evaluate(net, data, ctx, num_classes, dist, k=5, timed_from_batch=TIMED_FROM_BATCH)
     except LabelError as err:
-        raise VerifyError(f"{err} ({args.model} built with {num_classes} classes; pass --num-classes or another "
+        raise VerifyError(f"{err} ({info.model} built with {num_classes} classes; pass --num-classes or another "
                           f"file)") from None
     return {
-        "model": args.model, "params": args.params, "pretrained": args.pretrained, "rec": args.rec_val,
+        "model": info.model, "params": args.params, "pretrained": args.pretrained, "rec": args.rec_val,
         "idx": args.rec_val_idx or data.idx_path, "data_config": cfg.to_dict(), "num_classes": num_classes,
         "dtype": args.dtype, "calibration": calibration_summary(args), "batch_size": batch, "world_size": dist.world,
         "top1": res.top1, "top5": res.topk, "topk": res.k,
@@ -143,9 +118,9 @@ def main(argv=None):
     except (VerifyError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if dist.rank == 0 and summary["images"] == 0:
-        print(f"{args.model} on {args.rec_val}: no decodable images")
+        print(f"{summary['model']} on {args.rec_val}: no decodable images")
     elif dist.rank == 0:
-        print(f"{args.model} on {args.rec_val}: top-1 {summary['top1']:.4%}  top-{summary['topk']} "
+        print(f"{summary['model']} at {summary['data_config']['input_size']} px on {args.rec_val}: top-1 {summary['top1']:.4%}  top-{summary['topk']} "
               f"{summary['top5']:.4%}  ({summary['top1_correct']}/{summary['top5_correct']} of "
               f"{summary['images']} images)  {summary['images_per_sec']:.1f} images/s")
     if dist.rank == 0:

@@ -31,3 +31,15 @@ def run_python(code, python=sys.executable, **kwargs):
 
     return subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=kwargs.pop("cwd", "/"),
                           timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+def _bfloat16_supported():
+    from resnest_gluon.amx import bfloat16_supported
+
+    return bfloat16_supported()
+
+
+# MXNet 1.9.1's oneDNN has bfloat16 convolutions only for AVX-512 CPUs; elsewhere optimize() refuses bfloat16 with
+# a clear error (tests/test_deploy.py checks it) and these tests cannot run.
+needs_bfloat16 = pytest.mark.skipif(not _bfloat16_supported(),
+                                    reason="this CPU has no AVX-512: MXNet 1.9.1's oneDNN has no bfloat16 convolutions")

@@ -3,9 +3,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import randomize_bn
+from conftest import needs_bfloat16, randomize_bn
 from resnest_gluon import get_model, optimize
-from resnest_gluon.amx import amx_enabled
+from resnest_gluon.amx import amx_enabled, bfloat16_supported
 
 CLASSES, SIZE = 10, 64
 
@@ -40,6 +40,7 @@ def test_float32_onednn_fusion_keeps_the_numbers_and_any_batch_size(images):
         np.testing.assert_array_equal(p.data().asnumpy(), before[k])
 
 
+@needs_bfloat16
 def test_bfloat16_logits_are_close_to_float32(images):
     net = _net()
     ref = net(images).asnumpy()
@@ -48,6 +49,12 @@ def test_bfloat16_logits_are_close_to_float32(images):
     scale = np.abs(ref).max()
     assert np.abs(out - ref).max() < 0.05 * scale  # bfloat16 keeps ~3 significant digits (here ~0.6%)
     assert (out.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.75
+
+
+@pytest.mark.skipif(bfloat16_supported(), reason="this CPU has bfloat16 convolutions")
+def test_bfloat16_without_avx512_is_a_clear_error():
+    with pytest.raises(ValueError, match="bfloat16 needs a CPU with AVX-512"):
+        optimize(_net(), dtype="bfloat16")
 
 
 def test_float16_on_cpu_is_a_clear_error():
@@ -60,6 +67,7 @@ def test_unknown_dtype_is_an_error():
         optimize(_net(), dtype="float64")
 
 
+@needs_bfloat16
 def test_bfloat16_of_a_regrouped_model_is_close_to_float32(images):
     net = get_model("resnest50d_4s2x40d", classes=CLASSES)
     net.initialize(mx.init.Xavier(magnitude=3), ctx=mx.cpu())

@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import REPO, randomize_bn
+from conftest import needs_bfloat16, REPO, randomize_bn
 from resnest_gluon import get_model, optimize
 from resnest_gluon.amx import amx_enabled, amx_supported
 from resnest_gluon.bfloat16 import BF16_SAFE_OPS
@@ -125,6 +125,7 @@ def test_calib_data_with_another_dtype_is_an_error():
         optimize(_net(), "bfloat16", calib_data=_batches(1, seed=1))
 
 
+@needs_bfloat16
 def test_bfloat16_keeps_the_feature_maps_in_bfloat16(images):
     net = _net()
     ref = net(images).asnumpy()

@@ -411,3 +411,12 @@ def test_truncated_jpeg_is_rejected_even_if_another_library_relaxed_pil(monkeypa
         images.decode_rgb(buf.getvalue()[: buf.tell() // 2])
     assert err.value.reason == "truncated"
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+def test_pack_of_a_list_puts_its_class_names_beside_the_rec_for_training(tree, packed, tmp_path):
+    root, _ = tree
+    _, prefix, _ = packed
+    cli("pack", prefix + ".lst", tmp_path / "elsewhere" / "train", "--root", root, "--max-pixels", MAX_PIXELS,
+        "--no-progress", check=0)
+    with open(tmp_path / "elsewhere" / "train_classes.txt") as f:
+        assert f.read().splitlines() == ["n01_cat", "n02_dog", "n03_empty", "n04_fish"]  # the list's own names

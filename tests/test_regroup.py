@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mxnet.gluon import nn
 
-from conftest import randomize_bn
+from conftest import needs_bfloat16, randomize_bn
 from resnest_gluon import get_model, optimize, regroup
 
 
@@ -64,6 +64,7 @@ def test_without_amx_nothing_is_regrouped(monkeypatch):
     assert regroup.amx_groups(net, mx.cpu(), "bfloat16") == (net, 0)  # merged groups would only cost time
 
 
+@needs_bfloat16
 def test_deferred_parameters_are_initialised_before_the_regrouping():
     net = nn.HybridSequential()
     net.add(nn.Conv2D(64, 3, padding=1, groups=8), nn.GlobalAvgPool2D(), nn.Dense(3))  # 8 channels per group

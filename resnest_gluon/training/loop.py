@@ -19,17 +19,20 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from ..data import MixupLabelSmoothing, RecordTrainIter, RecordTrainLoader, ValRecordIter
+from ..data.preflight import preflight
 from ..distributed import Distributed
 from ..dropblock import set_drop_prob
 from ..evaluation import evaluate
+from ..trained import ModelInfo, load_class_names
 from ..zoo import classes_in_params, get_config, get_model, load_weights
 from .checkpoint import CheckpointManager, latest_checkpoint
 from .metrics_log import MetricsLog, plot_curves
 from .optim import apply_no_wd, dropblock_prob_at, optimizer_params
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "ResumeMismatch", "param_digest", "resolve_model_defaults",
-           "eval_data_config", "check_resume", "FIXED_ON_RESUME"]
+__all__ = ["train", "TrainingDiverged", "CheckpointNotSaved", "ResumeMismatch",
+           "param_digest", "resolve_model_defaults",
+           "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
 
 # Settings a checkpoint only makes sense with: its weights (model, classes), its optimizer state (optimizer), and
 # its update count, which the schedule turns into epochs through world x batch size x steps per epoch. The other
@@ -38,6 +41,13 @@ FIXED_ON_RESUME = ("model", "num_classes", "world", "batch_size", "steps_per_epo
 # Recorded in each checkpoint's JSON (what produced it).
 RUN_SETTINGS = FIXED_ON_RESUME + ("num_epochs", "lr", "lr_mode", "lr_decay", "lr_decay_epoch", "warmup_epochs",
                                   "warmup_lr", "momentum", "wd", "no_wd", "seed", "input_size")
+
+
+class CheckpointNotSaved(RuntimeError):
+    """Rank 0 could not write a checkpoint or log (disk full, ...); every rank stops, the last complete checkpoint
+    stays the latest. Stopping beats training on: every later save would fail too, and days of training with no
+    checkpoint are lost at the next preemption; after freeing space, ``--resume`` loses at most
+    ``--save-frequency`` epochs."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,6 +79,39 @@ def eval_data_config(args):
     if args.crop_ratio is not None:
         changes["crop_pct"] = args.crop_ratio
     return dataclasses.replace(get_config(args.model).data, **changes)
+
+
+def classes_file_beside(rec_path):
+    """``data/train.rec`` -> ``data/train_classes.txt`` (what ``recordio_tools make-list`` / ``pack`` write), if any."""
+    path = os.path.splitext(rec_path)[0] + "_classes.txt"
+    return path if os.path.isfile(path) else None
+
+
+def resolve_classes(args):
+    """``(class names or None, number of classes)``: names from ``--classes``, else the classes file beside
+    ``--rec-train``; the count from ``--num-classes``, else the names, else 1000. An explicit ``--classes`` whose
+    length differs from ``--num-classes`` is an error; a found file that differs is ignored with a warning."""
+    path, found = getattr(args, "classes", None), False
+    if path is None:
+        path, found = classes_file_beside(args.rec_train), True
+    names = load_class_names(path) if path else None
+    if names is not None and args.num_classes is not None and len(names) != args.num_classes:
+        if not found:
+            raise ValueError(f"--classes {path} lists {len(names)} classes, --num-classes says {args.num_classes}")
+        print(f"warning: {path} lists {len(names)} classes but --num-classes is {args.num_classes}: checkpoints "
+              f"will carry no class names (pass --classes FILE)")
+        names = None
+    return names, args.num_classes or (len(names) if names else 1000)
+
+
+def model_info(args):
+    """What the checkpoints record so the weights can be used without repeating flags: the model, classes and
+    their names, the evaluation data config validation used, and constructor arguments that differ from the
+    registry's (call after :func:`resolve_model_defaults`)."""
+    arch = {}
+    if args.final_drop != get_config(args.model).arch.get("final_drop", 0.0):
+        arch["final_drop"] = args.final_drop
+    return ModelInfo(args.model, args.num_classes, args.eval_data, args.class_names, arch)
 
 
 def seed_everything(seed, epoch, rank):
@@ -200,8 +243,10 @@ def check_resume(ckpt, current):
 def train(args):
     """Runs the whole recipe described by ``args`` (see ``scripts/train_imagenet.py``); returns a summary dict."""
     args = copy.copy(args)  # the caller's namespace keeps its None defaults
+    args.class_names, args.num_classes = resolve_classes(args)
     args.eval_data = eval_data_config(args)
     resolve_model_defaults(args)
+    info = model_info(args)
     dist = Distributed()
     args._local_rank = dist.local_rank
     ctx = resolve_context(args)
@@ -209,6 +254,9 @@ def train(args):
     os.makedirs(args.save_dir, exist_ok=True)
     log = MetricsLog(os.path.join(args.save_dir, "metrics.jsonl")) if dist.is_root else None
 
+    for rec, idx in ((args.rec_train, args.rec_train_idx), (args.rec_val, args.rec_val_idx)):
+        if rec:  # on every rank, before any trains: a cut .rec, a wrong .idx or a bad label stops all of them here
+            preflight(rec, idx, args.num_classes)
     train_data = build_train_data(args, dist)
     steps = len(train_data)
     if args.max_steps_per_epoch:
@@ -269,13 +317,20 @@ def train(args):
                                    f"not saving it, the last good checkpoint in {args.save_dir} is kept")
         if evaluate_now:
             stats["val_top1"], stats["val_top5"], stats["val_images"] = validate(net, args, dist, ctx)
+        write_error = None
         if dist.is_root:
-            log.write("epoch", **stats)
-            plot_curves(log.path, os.path.join(args.save_dir, "curves.png"))
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()}))
-            if save:
-                saver.save(epoch + 1, net, trainer, run=run, num_update=int(trainer._optimizer.num_update),
-                           base_lr=base_lr)
+            try:
+                log.write("epoch", **stats)
+                plot_curves(log.path, os.path.join(args.save_dir, "curves.png"))
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()}))
+                if save:
+                    saver.save(epoch + 1, net, trainer, run=run, num_update=int(trainer._optimizer.num_update),
+                               base_lr=base_lr, model=info.to_dict())
+            except OSError as err:  # DiskFullError names the path and the space needed
+                write_error = err
+        if dist.allreduce_sum([write_error is not None], name="write_error")[0]:  # all ranks stop together
+            raise CheckpointNotSaved(f"{write_error or 'rank 0 could not write its files'} (after epoch "
+                                     f"{epoch + 1}); stopping, the last complete checkpoint in {args.save_dir} is kept")
     if args.param_digest:
         digest = {"rank": dist.rank, **param_digest(net)}
         with open(os.path.join(args.save_dir, f"param-digest-rank{dist.rank}.json"), "w") as f:

@@ -11,14 +11,20 @@ turned off with ``--no-<flag>`` (e.g. ``--no-mixup``); weight decay on BN/bias t
 
 A run killed at any time continues with ``--resume DIR`` and, with the same flags and number of processes, ends
 with the same weights as an uninterrupted run; bit-identical input batches need ``--data-nthreads 1``.
+
+SIGTERM or SIGINT (what cluster schedulers send before they kill a job) stops every process at the next step
+boundary: rank 0 writes a checkpoint of that step and all exit with code 5; ``--resume DIR`` continues from that
+step. A second signal stops at once (the process dies of that signal) and completes no checkpoint being written.
 """
 import argparse
 import errno
 import os
+import signal
 import sys
 
 from resnest_gluon.native_log import filter_native_stderr
 from resnest_gluon.training.loop import CheckpointNotSaved, TrainingDiverged, train
+from resnest_gluon.training.preemption import EXIT_PREEMPTED, Preempted, StopNow
 from resnest_gluon.training.schedule import LR_MODES
 
 BOOL = argparse.BooleanOptionalAction
@@ -162,6 +168,8 @@ def check_data(args):
 
 # Exit codes: 0 done, 2 unusable arguments or data (named), 3 diverged (NaN/inf), 4 a checkpoint or log could not be
 # written (disk full: the message names the path and the space needed; the last complete checkpoint is kept).
+# Exit code 5: stopped by SIGTERM/SIGINT after a checkpoint of its step (resumable: --resume DIR); a second signal
+# ends the process at once, by that signal.
 def main(argv=None):
     args = parse_args(argv)
     filter_native_stderr()  # MXNet's known harmless oneDNN pooling notices (see resnest_gluon/native_log.py)
@@ -183,6 +191,14 @@ def main(argv=None):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 4
+    except Preempted as err:
+        print(f"preempted: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except StopNow as err:  # die of the signal, as without a handler (exit status 128 + its number)
+        print(f"stopped: {err}; --resume DIR continues from the latest complete checkpoint", file=sys.stderr,
+              flush=True)
+        signal.signal(err.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), err.signum)
     return 0
 
 

@@ -163,6 +163,122 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(recs, tmp_path):
     assert epochs(killed)[-1]["loss"] == pytest.approx(epochs(whole)[-1]["loss"], rel=1e-5)
 
 
+# Preemption runs: 2 epochs of 8 steps, the signal during epoch 2 (after its step 2), the recipe's random parts on.
+PREEMPT_FLAGS = ("--num-epochs", "2", "--warmup-epochs", "1", "--save-frequency", "1", "--max-steps-per-epoch", "8",
+                 "--dropblock-prob", "0.1", "--mixup", "--label-smoothing", "0.1", "--seed", "5")
+
+
+def events(save_dir, kind):
+    return [r for r in map(json.loads, open(os.path.join(save_dir, "metrics.jsonl"))) if r["event"] == kind]
+
+
+def start(cmd, log_path):
+    """``cmd`` in the background, its output in ``log_path`` (a pipe nobody reads would fill and block it)."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+
+
+def wait_for_step(save_dir, proc, epoch, step, timeout=120):
+    """Returns once metrics.jsonl has logged ``step`` of ``epoch`` (1-based); fails if ``proc`` ended first."""
+    path, deadline = os.path.join(save_dir, "metrics.jsonl"), time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if os.path.exists(path):
+            for line in open(path):
+                try:
+                    r = json.loads(line)
+                except ValueError:  # a line being written
+                    continue
+                if r["event"] == "step" and (r["epoch"], r["step"]) >= (epoch, step):
+                    return
+        time.sleep(0.02)
+    raise AssertionError(f"run ended (exit {proc.poll()}) or timed out before epoch {epoch} step {step}")
+
+
+def rank_process(launcher, rank):
+    """The training process of ``rank`` under a horovodrun process."""
+    for p in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            if SCRIPT in p.cmdline() and p.environ().get("HOROVOD_RANK") == str(rank):
+                return p
+        except psutil.NoSuchProcess:
+            pass
+    raise AssertionError(f"no rank {rank} process under horovodrun")
+
+
+def assert_resumed_like_uninterrupted(whole, cut, ranks, step):
+    assert [(r["epoch"], r["step"]) for r in events(cut, "resume")] == [(1, step)]
+    for rank in ranks:
+        assert_same_params(load(whole / f"final-rank{rank}.params"), load(cut / f"final-rank{rank}.params"),
+                           f"rank {rank}: uninterrupted vs preempted + resumed")
+    # the resumed epoch's summary covers the whole epoch: the sums of the steps before the stop travel along
+    assert epochs(cut)[-1]["loss"] == pytest.approx(epochs(whole)[-1]["loss"], rel=1e-5)
+    assert epochs(cut)[-1]["train_acc"] == pytest.approx(epochs(whole)[-1]["train_acc"])
+
+
+def test_sigterm_to_one_rank_stops_both_at_a_step_and_resume_ends_like_an_uninterrupted_run(recs, tmp_path):
+    """SIGTERM to rank 1 alone (a scheduler may signal only some processes): both ranks stop after the same step,
+    rank 0 writes that step's checkpoint, both exit 5; --resume continues after that step and ends with the
+    uninterrupted run's weights on each rank (ImageRecordIter path: skipped batches are decoded and dropped)."""
+    train_rec, _ = recs
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run(command(train_rec, whole, "--no-auto-aug", *PREEMPT_FLAGS))
+    cmd = command(train_rec, cut, "--no-auto-aug", *PREEMPT_FLAGS)
+    proc = start(cmd, tmp_path / "cut.log")
+    wait_for_step(cut, proc, epoch=2, step=2)
+    rank_process(proc, 1).send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    log = open(tmp_path / "cut.log").read()
+    assert "Process 0 exit with status code 5." in log and "Process 1 exit with status code 5." in log, log[-3000:]
+    assert log.count("preempted: stopped on a signal after step") == 2 and not glob.glob(str(cut / "final-rank*"))
+
+    from resnest_gluon.training import latest_checkpoint
+    from resnest_gluon.trained import load_trained
+    ckpt = latest_checkpoint(str(cut))
+    assert [e["checkpoint"] for e in events(cut, "preempted")] == [ckpt["meta_path"]]
+    assert ckpt["epoch"] == 1 and 3 <= ckpt["step"] <= 8 and ckpt["num_update"] == 8 + ckpt["step"]
+    assert os.path.basename(ckpt["meta_path"]) == f"ckpt-0002-step{ckpt['step']:06d}.json"
+    net = load_trained(ckpt["params"])  # it carries the model section, as every checkpoint (verify, predict)
+    assert (net.model_name, net.model_info.num_classes) == ("resnest14", 10)
+
+    run(cmd + ["--resume", str(cut)])
+    assert_resumed_like_uninterrupted(whole, cut, (0, 1), ckpt["step"])
+
+
+def test_sigint_to_a_single_process_run_and_resume_on_the_dataloader_path(recs, tmp_path):
+    """Ctrl-C on a plain process (no horovodrun) with the DataLoader input path (AutoAugment): exit 5, and the
+    resumed run's sampler leaves out the samples of the steps done, reading nothing for them."""
+    train_rec, _ = recs
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run(command(train_rec, whole, "--auto-aug", *PREEMPT_FLAGS, np_=None))
+    cmd = command(train_rec, cut, "--auto-aug", *PREEMPT_FLAGS, np_=None)
+    proc = start(cmd, tmp_path / "cut.log")
+    wait_for_step(cut, proc, epoch=2, step=2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 5, open(tmp_path / "cut.log").read()[-3000:]
+    step = events(cut, "preempted")[0]["step"]
+    run(cmd + ["--resume", str(cut)])
+    assert_resumed_like_uninterrupted(whole, cut, (0,), step)
+
+
+def test_a_second_signal_stops_at_once_and_the_previous_checkpoint_stays_the_latest(recs, tmp_path):
+    """SIGINT then SIGTERM: the first asks for a stop at the next step, the second stops now (the process dies of
+    it) and no checkpoint of the interrupted epoch appears. Both are queued while the process is stopped
+    (SIGSTOP), so that they are surely two distinct signals to the handler."""
+    train_rec, _ = recs
+    out = tmp_path / "twice"
+    proc = start(command(train_rec, out, "--no-auto-aug", *PREEMPT_FLAGS, np_=None), tmp_path / "twice.log")
+    wait_for_step(out, proc, epoch=2, step=1)
+    for sig in (signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGCONT):
+        os.kill(proc.pid, sig)
+    assert proc.wait(timeout=60) == -signal.SIGTERM, open(tmp_path / "twice.log").read()[-3000:]
+    assert "SIGTERM received a second time: stopping at once" in open(tmp_path / "twice.log").read()
+    assert sorted(os.listdir(out)) == ["ckpt-0001.json", "ckpt-0001.params", "ckpt-0001.states", "curves.png",
+                                       "metrics.jsonl"]  # no stray temporary files either
+    from resnest_gluon.training import latest_checkpoint
+    ckpt = latest_checkpoint(str(out))
+    assert ckpt["epoch"] == 1 and "step" not in ckpt
+
+
 def test_nan_loss_stops_both_ranks_and_keeps_the_last_good_checkpoint(recs, tmp_path):
     train_rec, _ = recs
     out = tmp_path / "nan"

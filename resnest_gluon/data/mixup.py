@@ -40,6 +40,13 @@ class MixupLabelSmoothing:
             return False
         return self.num_epochs is None or epoch < self.num_epochs - self.off_epoch
 
+    def skip(self, steps, epoch=0):
+        """Advances ``rng`` as ``steps`` calls in ``epoch`` would (resuming inside an epoch: the next call then
+        draws the ``lam`` an uninterrupted run draws at that step)."""
+        if self.active(epoch):
+            for _ in range(steps):
+                self.rng.beta(self.alpha, self.alpha)
+
     def __call__(self, data, label, epoch=0):
         label = label.reshape((-1,))
         targets = smooth_targets(label, self.num_classes, self.smoothing).astype(data.dtype)

@@ -41,15 +41,18 @@ class ShardSampler:
             self.per_rank = num_samples // world
             if self.per_rank < 1:
                 raise ValueError(f"{num_samples} samples cannot give each of {world} ranks one sample")
-        self.epoch = 0
+        self.epoch = self.skip = 0
         self._cache = (None, None)  # (epoch, (taken, carry)) to avoid replaying the chain every epoch
 
-    def set_epoch(self, epoch):
-        """Selects the epoch whose order ``__iter__`` yields (the same on every rank for the same seed)."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch, skip=0):
+        """Selects the epoch whose order ``__iter__`` yields (the same on every rank for the same seed), leaving out
+        the first ``skip`` indices of this rank's shard (resuming inside the epoch: nothing is read for them)."""
+        if not 0 <= skip <= self.per_rank:
+            raise ValueError(f"skip must be in [0, {self.per_rank}] (this rank's samples per epoch), got {skip}")
+        self.epoch, self.skip = int(epoch), int(skip)
 
     def __len__(self):
-        return self.per_rank
+        return self.per_rank - self.skip
 
     @property
     def num_batches(self):
@@ -75,4 +78,4 @@ class ShardSampler:
 
     def __iter__(self):
         taken, _ = self.epoch_order(self.epoch)
-        return iter(taken[self.rank::self.world].tolist())
+        return iter(taken[self.rank::self.world][self.skip:].tolist())

@@ -15,7 +15,11 @@
   A :class:`~.sharding.ShardSampler` gives disjoint, equal-size shards of a fresh global shuffle each epoch.
 
 Both yield ``(data, label)`` NDArray pairs for one epoch per ``for`` loop (``len()`` batches, then the next
-loop starts the next epoch; ``reset()`` does that early), and carry ``steps``/``__len__``.
+loop starts the next epoch; ``reset()`` does that early), and carry ``steps``/``__len__``. ``set_epoch(E, skip=k)``
+makes the next loop yield epoch E's batches from batch k on, the same batches as batches k.. of an uninterrupted
+epoch E (resuming inside an epoch): the loader skips by index, reading nothing for them; the ImageRecordIter path
+decodes and drops the first k batches (its augmentation RNG advances image by image), which costs about k steps'
+data time, without their forward and backward passes.
 Neither survives a corrupt record: ImageRecordIter kills the process (SIGFPE in MXNet 1.9.1) and the loader
 raises :class:`~.records.CorruptRecordError` naming the file and record; check unknown files with
 :class:`~.val.ValRecordIter`, which skips and reports them.
@@ -51,6 +55,7 @@ class _EpochIterable:
 
     steps = 0
     epoch = 0
+    skip = 0  # batches the next loop leaves out (see set_epoch)
     _fresh = True
 
     def __len__(self):
@@ -109,9 +114,12 @@ class RecordTrainIter(_EpochIterable):
         base = (self.seed * 1_000_003 + epoch * 7_919) % 2 ** 31
         return base, (base * 1_000 + self.rank) % 2 ** 31
 
-    def set_epoch(self, epoch):
-        """Start the next ``for`` loop at ``epoch`` (e.g. when resuming): a fresh iterator with that epoch's seeds."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch, skip=0):
+        """Start the next ``for`` loop at ``epoch`` (e.g. when resuming): a fresh iterator with that epoch's seeds;
+        the loop then yields from batch ``skip`` on."""
+        if not 0 <= skip <= self.steps:
+            raise ValueError(f"skip must be in [0, {self.steps}] (batches per epoch), got {skip}")
+        self.epoch, self.skip = int(epoch), int(skip)
         seed, seed_aug = self.epoch_seeds(self.epoch)
         self._iter = None  # free the previous iterator's threads and buffers first
         self._iter = mx.io.ImageRecordIter(**{**self.iter_args, "seed": seed, "seed_aug": seed_aug})
@@ -121,14 +129,15 @@ class RecordTrainIter(_EpochIterable):
         self.set_epoch(self.epoch + 1)
 
     def _batches(self):
-        for _ in range(self.steps):
+        for b in range(self.steps):
             try:
                 batch = self._iter.next()
             except StopIteration:
                 self._iter.reset()
                 self.wraps += 1
                 batch = self._iter.next()
-            yield batch.data[0], batch.label[0]
+            if b >= self.skip:  # the first `skip` are decoded and dropped: the RNG reaches batch `skip` only so
+                yield batch.data[0], batch.label[0]
 
 
 class _AugmentedRecords(RecordImageDataset):
@@ -183,10 +192,13 @@ class RecordTrainLoader(_EpochIterable):
                                                sampler=_SeededSampler(self.sampler, seed), last_batch="keep",
                                                num_workers=num_workers, **loader_kwargs)
 
-    def set_epoch(self, epoch):
-        """Start the next ``for`` loop at ``epoch`` (e.g. when resuming)."""
-        self.epoch = int(epoch)
-        self.sampler.set_epoch(self.epoch)
+    def set_epoch(self, epoch, skip=0):
+        """Start the next ``for`` loop at ``epoch`` (e.g. when resuming), from batch ``skip`` on: the sampler leaves
+        out those samples, nothing is read or decoded for them (each sample's augmentation depends on its index)."""
+        if not 0 <= skip <= self.steps:
+            raise ValueError(f"skip must be in [0, {self.steps}] (batches per epoch), got {skip}")
+        self.epoch, self.skip = int(epoch), int(skip)
+        self.sampler.set_epoch(self.epoch, skip=min(skip * self.batch_size, self.sampler.per_rank))
         self._fresh = True
 
     def _next_epoch(self):

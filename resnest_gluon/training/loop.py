@@ -2,9 +2,12 @@
 
 Every rank runs the same number of steps per epoch (Horovod would hang otherwise); rank 0 alone writes files and
 shows progress. Everything random in epoch E is seeded from (``--seed``, E, rank) alone: the data order and
-augmentation (the input pipeline is re-seeded per epoch), mixup, DropBlock and dropout masks. With the optimizer
-state and schedule position restored from the checkpoint, a run killed and resumed ends with the same weights as
-an uninterrupted one (bit-identical batches need ``--data-nthreads 1``; see :mod:`resnest_gluon.data.train`).
+augmentation (the input pipeline is re-seeded per epoch), mixup, DropBlock and dropout masks (MXNet's RNG is
+re-seeded before every step from (epoch seed, step), so step k's masks do not depend on the steps before it). With
+the optimizer state and schedule position restored from the checkpoint, a run killed and resumed ends with the same
+weights as an uninterrupted one (bit-identical batches need ``--data-nthreads 1``; see
+:mod:`resnest_gluon.data.train`). SIGTERM/SIGINT stop every rank at the next step boundary with a checkpoint of
+that step (:mod:`.preemption`); resuming from it skips the epoch's first steps (their data, mixup draws and masks).
 """
 import copy
 import dataclasses
@@ -28,9 +31,10 @@ from ..zoo import classes_in_params, get_config, get_model, load_weights
 from .checkpoint import CheckpointManager, latest_checkpoint
 from .metrics_log import MetricsLog, plot_curves
 from .optim import apply_no_wd, dropblock_prob_at, optimizer_params
+from .preemption import Preempted, StopSignals
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "CheckpointNotSaved", "ResumeMismatch",
+__all__ = ["train", "TrainingDiverged", "CheckpointNotSaved", "ResumeMismatch", "Preempted",
            "param_digest", "resolve_model_defaults",
            "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
 
@@ -121,6 +125,11 @@ def seed_everything(seed, epoch, rank):
     np.random.seed(s)
     mx.random.seed(s)
     return s
+
+
+def step_seed(epoch_seed, step):
+    """MXNet's seed for ``step`` (0-based) of the epoch seeded with ``epoch_seed`` (set before every step)."""
+    return (epoch_seed * 65_537 + step + 1) % 2 ** 31
 
 
 def resolve_context(args):
@@ -241,7 +250,14 @@ def check_resume(ckpt, current):
 
 
 def train(args):
-    """Runs the whole recipe described by ``args`` (see ``scripts/train_imagenet.py``); returns a summary dict."""
+    """Runs the whole recipe described by ``args`` (see ``scripts/train_imagenet.py``); returns a summary dict.
+    A SIGTERM/SIGINT stops every rank at the next step boundary: rank 0 writes a checkpoint of that step, then
+    :class:`~.preemption.Preempted` is raised; a second signal raises :class:`~.preemption.StopNow` at once."""
+    with StopSignals() as stop:  # before the DataLoader forks its workers: they keep the handler (no death on SIGTERM)
+        return _train(args, stop)
+
+
+def _train(args, stop):
     args = copy.copy(args)  # the caller's namespace keeps its None defaults
     args.class_names, args.num_classes = resolve_classes(args)
     args.eval_data = eval_data_config(args)
@@ -277,7 +293,7 @@ def train(args):
 
     run = {k: getattr(args, k) for k in RUN_SETTINGS if hasattr(args, k)}
     run.update(world=dist.world, steps_per_epoch=steps)
-    start_epoch = 0
+    start_epoch, resume_at = 0, None
     if args.resume:
         ckpt = latest_checkpoint(args.resume)
         if ckpt is None:
@@ -290,9 +306,12 @@ def train(args):
             opt = trainer._optimizer
             opt.lr_scheduler, opt.momentum, opt.wd = scheduler, args.momentum, args.wd
             start_epoch = int(ckpt["epoch"])
+            if ckpt.get("step"):  # written inside epoch start_epoch + 1 (preemption): continue after that step
+                resume_at = {"step": int(ckpt["step"]), **ckpt["epoch_sums"]}
             if dist.is_root:
-                print(f"resumed from {ckpt['meta_path']} (epoch {start_epoch}, update {ckpt['num_update']})")
-                log.write("resume", epoch=start_epoch, checkpoint=ckpt["meta_path"])
+                print(f"resumed from {ckpt['meta_path']} (epoch {start_epoch}, step {ckpt.get('step', 0)}, update "
+                      f"{ckpt['num_update']})")
+                log.write("resume", epoch=start_epoch, step=ckpt.get("step", 0), checkpoint=ckpt["meta_path"])
     saver = CheckpointManager(args.save_dir, keep=args.keep_checkpoints) if dist.is_root else None
 
     mixer = MixupLabelSmoothing(args.num_classes, args.mixup_alpha if args.mixup else 0.0, args.label_smoothing,
@@ -304,8 +323,13 @@ def train(args):
 
     summary = {"epochs": [], "world": dist.world, "steps_per_epoch": steps}
     for epoch in range(start_epoch, args.num_epochs):
-        summary["epochs"].append(_train_epoch(epoch, net, trainer, train_data, steps, mixer, loss_fn, args, dist,
-                                              ctx, log))
+        try:
+            summary["epochs"].append(_train_epoch(epoch, net, trainer, train_data, steps, mixer, loss_fn, args, dist,
+                                                  ctx, log, stop, resume_at))
+        except _StoppedAtStep as at:  # every rank, after the same step
+            _checkpoint_and_stop(at, steps, net, trainer, saver, args, dist, log, run=run, base_lr=base_lr,
+                                 model=info.to_dict())
+        resume_at = None
         stats = summary["epochs"][-1]
         last = epoch + 1 == args.num_epochs
         save = (epoch + 1) % args.save_frequency == 0 or last
@@ -340,22 +364,61 @@ def train(args):
     return summary
 
 
-def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, ctx, log):
+class _StoppedAtStep(Exception):
+    """All ranks agreed to stop (a signal) after ``step`` steps of ``epoch`` (0-based); ``sums`` are the epoch's
+    loss/accuracy/image/time sums so far, stored in the checkpoint so the resumed epoch's summary covers it all."""
+
+    def __init__(self, epoch, step, sums):
+        super().__init__(f"stopped after step {step} of epoch {epoch + 1}")
+        self.epoch, self.step, self.sums = epoch, step, sums
+
+
+def _checkpoint_and_stop(at, steps, net, trainer, saver, args, dist, log, **meta):
+    """Every rank: BN statistics averaged (as before any checkpoint; averaging is linear, so the end state is the
+    uninterrupted run's), rank 0 writes the checkpoint of the position, then all raise :class:`Preempted`."""
+    average_running_stats(net, dist)
+    if not all_finite(net):
+        raise TrainingDiverged(f"weights became NaN/inf in epoch {at.epoch + 1} (by step {at.step}); not saving "
+                               f"them at the stop, the last good checkpoint in {args.save_dir} is kept")
+    write_error, where = None, f"rank 0 wrote a checkpoint in {args.save_dir}"
+    if dist.is_root:
+        try:
+            where = saver.save(at.epoch, net, trainer, step=at.step, epoch_sums=at.sums,
+                               num_update=int(trainer._optimizer.num_update), **meta)
+            log.write("preempted", epoch=at.epoch + 1, step=at.step, checkpoint=where)
+        except OSError as err:
+            write_error = err
+    if dist.allreduce_sum([write_error is not None], name="preempt_write_error")[0]:
+        raise CheckpointNotSaved(f"{write_error or 'rank 0 could not write its files'} (stopping on a signal in "
+                                 f"epoch {at.epoch + 1}); the last complete checkpoint in {args.save_dir} is kept")
+    raise Preempted(f"stopped on a signal after step {at.step} of {steps} in epoch {at.epoch + 1}: {where}; "
+                    f"continue with --resume {args.save_dir}")
+
+
+def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, ctx, log, stop=None, start=None):
+    """Trains one epoch on every rank and returns its summary. ``start`` (from a checkpoint written inside this
+    epoch) skips the steps before ``start["step"]``, replaying their mixup draws, and restores the epoch's sums, so
+    the summary covers the whole epoch (its time and speed: the steps run, in both processes). After the step at
+    which ``stop`` was requested on any rank, raises :class:`_StoppedAtStep` on all."""
     seed = seed_everything(args.seed, epoch, dist.rank)
     mixer.rng = np.random.RandomState(seed)
+    first = start["step"] if start else 0
+    mixer.skip(first, epoch)
     drop = dropblock_prob_at(epoch, args.num_epochs, args.dropblock_prob)
     if args.dropblock_prob > 0:
         set_drop_prob(net, drop)
-    data.set_epoch(epoch)
+    data.set_epoch(epoch, skip=first)
     bar = None
     if dist.is_root:
         from tqdm import tqdm
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.num_epochs}", unit="step", dynamic_ncols=True)
-    tic = time.time()
-    loss_sum = correct = seen = 0.0
-    for i, (x, y) in enumerate(data):
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{args.num_epochs}", unit="step",
+                   dynamic_ncols=True)
+    tic = time.time() - (start["time_s"] if start else 0.0)
+    loss_sum, correct, seen = (start["loss_sum"], start["correct"], start["images"]) if start else (0.0, 0.0, 0.0)
+    for i, (x, y) in enumerate(data, start=first):
         if i >= steps:
             break
+        mx.random.seed(step_seed(seed, i), ctx=ctx)
         x, y = x.as_in_context(ctx), y.as_in_context(ctx)
         x, targets = mixer(x, y, epoch)
         with autograd.record():
@@ -363,10 +426,10 @@ def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, c
             loss = loss_fn(out.astype("float32"), targets.astype("float32"))
         loss.backward()
         trainer.step(args.batch_size)
-        # one small allreduce per step: all ranks see the same mean loss, so all stop together on NaN
-        step_loss, step_hits = dist.allreduce_sum(
-            [float(loss.mean().asscalar()), float((out.argmax(axis=1) == targets.argmax(axis=1)).sum().asscalar())],
-            name="step_stats")
+        # one small allreduce per step: all ranks see the same mean loss and stop request, so all stop together
+        step_loss, step_hits, stop_votes = dist.allreduce_sum(
+            [float(loss.mean().asscalar()), float((out.argmax(axis=1) == targets.argmax(axis=1)).sum().asscalar()),
+             float(stop is not None and stop.requested)], name="step_stats")
         step_loss /= dist.world
         if not np.isfinite(step_loss):
             if bar:
@@ -384,6 +447,11 @@ def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, c
             if (i + 1) % args.log_interval == 0 or i + 1 == steps:
                 log.write("step", epoch=epoch + 1, step=i + 1, global_step=epoch * steps + i + 1, lr=lr,
                           loss=step_loss, img_per_sec=speed)
+        if stop_votes:
+            if bar:
+                bar.close()
+            raise _StoppedAtStep(epoch, i + 1, {"loss_sum": loss_sum, "correct": correct, "images": seen,
+                                                "time_s": time.time() - tic})
     if bar:
         bar.close()
     elapsed = time.time() - tic

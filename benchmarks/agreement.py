@@ -4,8 +4,8 @@
         --params out/demo/train/ckpt-0007.params --calib-rec out/demo/data/rec/train.rec
 
 The model, classes and evaluation transform come with the checkpoint (``--model`` / ``--crop-size`` ... override
-or, for a bare ``.params``, say them). Each dtype (default float32, bfloat16, int8) is built with ``resnest_gluon.optimize`` (int8 calibrated on
-``--calib-rec``, never on the evaluation set), every validation image is classified, and the top-1 of each dtype
+or, for a bare ``.params``, say them). Each dtype (default float32, bfloat16 where the CPU has AVX-512, int8) is
+built with ``resnest_gluon.optimize`` (int8 calibrated on ``--calib-rec``, never on the evaluation set), every validation image is classified, and the top-1 of each dtype
 and its agreement with float32 (same predicted class) are printed and written to ``OUT/agreement.json``.
 AMX is enabled first, as ``optimize`` does, so bfloat16 and int8 run as they would in production.
 """

@@ -22,7 +22,7 @@ import mxnet as mx
 from PIL import Image
 from tqdm import tqdm
 
-from resnest_gluon.data.records import IR_HEADER
+from resnest_gluon.data.records import IR_HEADER, read_idx_entries
 
 from . import images
 from .reader import RecordReader
@@ -143,22 +143,7 @@ def _decode_all(scan, items, num_workers):
 
 def _read_idx(idx_path, scan):
     """Parses ``key<TAB>offset`` lines; malformed lines become problems naming the line."""
-    entries = []
-    with open(idx_path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            try:
-                key, offset = int(cols[0]), int(cols[1])
-                if len(cols) != 2 or offset < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                scan.problem("%s line %d: expected 'key<TAB>offset', got %r" % (idx_path, lineno, line.strip()),
-                             source="idx")
-                continue
-            entries.append((lineno, key, offset))
-    return entries
+    return read_idx_entries(idx_path, on_bad_line=lambda message: scan.problem(message, source="idx"))
 
 
 def _check_idx(scan, idx_path, file_size):

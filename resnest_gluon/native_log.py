@@ -2,8 +2,9 @@
 
 MXNet 1.9.1's oneDNN average pooling logs ``MKLDNN Pooling: training with prop_kind is forward_scoring`` each time
 it creates a training primitive (per input shape, per thread, per rank: dozens of lines in a short run). Average
-pooling needs no workspace for its backward pass, so the line asks nothing of anyone; it comes from dmlc's
-``LOG(INFO)``, which has no level switch. :func:`filter_native_stderr` routes the process's file descriptor 2
+pooling needs no workspace for its backward pass, so the line asks nothing of anyone. ``ImageRecordIter`` says
+how many decoding threads it uses at the start of every epoch. Both come from dmlc's ``LOG(INFO)``, which has no
+level switch. :func:`filter_native_stderr` routes the process's file descriptor 2
 through a small filter process that drops such lines and passes everything else through unchanged.
 """
 import os
@@ -13,7 +14,8 @@ import sys
 __all__ = ["HARMLESS", "filter_native_stderr"]
 
 # Substrings of whole stderr lines known to be harmless (see the module docstring for each).
-HARMLESS = ("MKLDNN Pooling: training with prop_kind is forward_scoring",)
+HARMLESS = ("MKLDNN Pooling: training with prop_kind is forward_scoring",
+            "threads for decoding..")  # ImageRecordIter's "use N threads for decoding..": every epoch, every rank
 
 # The filter: complete lines are dropped when they hold a pattern; a partial line is passed on at once unless it
 # may be the start of a C++ log line ("[12:34:56] src/..."), which waits for its end (at most 0.2 s), so progress

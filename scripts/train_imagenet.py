@@ -23,7 +23,7 @@ import signal
 import sys
 
 from resnest_gluon.native_log import filter_native_stderr
-from resnest_gluon.training.loop import CheckpointNotSaved, TrainingDiverged, train
+from resnest_gluon.training.loop import CheckpointNotSaved, NotLearning, TrainingDiverged, train
 from resnest_gluon.training.preemption import EXIT_PREEMPTED, Preempted, StopNow
 from resnest_gluon.training.schedule import LR_MODES
 
@@ -80,7 +80,12 @@ def parse_args(argv=None):
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=int, default=128, help="per worker")
     o.add_argument("--num-epochs", type=int, default=270)
-    o.add_argument("--lr", type=float, default=0.05, help="per worker; total = lr x number of workers")
+    o.add_argument("--lr", type=float, default=0.05,
+                   help="per worker at --lr-reference-batch images (the recipe's 0.05 at 128), scaled linearly: "
+                        "effective lr = lr x workers x batch-size / reference batch (printed at start-up)")
+    o.add_argument("--lr-reference-batch", type=int, default=128, help="the per-worker batch --lr is given for")
+    o.add_argument("--effective-lr", type=float, default=None,
+                   help="the learning rate the optimizer gets, as it is (no scaling; replaces --lr)")
     o.add_argument("--lr-mode", default="cosine", choices=LR_MODES)
     o.add_argument("--lr-decay", type=float, default=0.1, help="step mode: factor")
     o.add_argument("--lr-decay-epoch", default="40,60", help="step mode: comma-separated epochs")
@@ -102,6 +107,9 @@ def parse_args(argv=None):
     r = p.add_argument_group("hardware and bookkeeping")
     r.add_argument("--gpus", default="", help="GPU ids, e.g. 0 or 0,1 (one per Horovod process)")
     r.add_argument("--no-cuda", action="store_true", help="train on CPU")
+    r.add_argument("--stop-if-not-learning", action="store_true",
+                   help="stop (exit code 6) when a not-learning warning fires: after warm-up, a training loss well "
+                        "above the first epoch's, no improvement for max(3, epochs/10) epochs, or validation at chance")
     r.add_argument("--log-interval", type=int, default=50)
     r.add_argument("--eval-frequency", type=int, default=5, help="epochs between evaluations")
     r.add_argument("--save-frequency", type=int, default=10, help="epochs between checkpoints")
@@ -167,7 +175,8 @@ def check_data(args):
 
 
 # Exit codes: 0 done, 2 unusable arguments or data (named), 3 diverged (NaN/inf), 4 a checkpoint or log could not be
-# written (disk full: the message names the path and the space needed; the last complete checkpoint is kept).
+# written (disk full: the message names the path and the space needed; the last complete checkpoint is kept), 6 not
+# learning with --stop-if-not-learning.
 # Exit code 5: stopped by SIGTERM/SIGINT after a checkpoint of its step (resumable: --resume DIR); a second signal
 # ends the process at once, by that signal.
 def main(argv=None):
@@ -180,6 +189,9 @@ def main(argv=None):
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except NotLearning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 6
     except CheckpointNotSaved as err:
         print(f"error: {err}", file=sys.stderr)
         return 4

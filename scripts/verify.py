@@ -120,7 +120,8 @@ def main(argv=None):
     if dist.rank == 0 and summary["images"] == 0:
         print(f"{summary['model']} on {args.rec_val}: no decodable images")
     elif dist.rank == 0:
-        print(f"{summary['model']} at {summary['data_config']['input_size']} px on {args.rec_val}: top-1 {summary['top1']:.4%}  top-{summary['topk']} "
+        print(f"{summary['model']} at {summary['data_config']['input_size']} px on {args.rec_val}: "
+              f"top-1 {summary['top1']:.4%}  top-{summary['topk']} "
               f"{summary['top5']:.4%}  ({summary['top1_correct']}/{summary['top5_correct']} of "
               f"{summary['images']} images)  {summary['images_per_sec']:.1f} images/s")
     if dist.rank == 0:

@@ -135,7 +135,7 @@ def run(tmp_path_factory):
                         "--no-progress", "-q"], check=True, cwd=REPO, capture_output=True)
     save = d / "run"
     script("train_imagenet.py", "--rec-train", d / "train.rec", "--rec-val", d / "val.rec", "--model", "resnest14",
-           "--input-size", SIZE, "--batch-size", 8, "--num-epochs", 4, "--lr", 0.005, "--warmup-epochs", 0,
+           "--input-size", SIZE, "--batch-size", 8, "--num-epochs", 4, "--lr", 0.08, "--warmup-epochs", 0,
            "--no-mixup", "--no-auto-aug", "--dropblock-prob", 0, "--min-random-area", 0.5, "--no-cuda", "-j", 1,
            "--save-dir", save, "--save-frequency", 4, "--eval-frequency", 4)
     last = [json.loads(line) for line in open(save / "metrics.jsonl") if '"epoch"' in line][-1]

@@ -221,3 +221,20 @@ def test_resume_check_names_each_difference():
     msg = str(err.value)
     assert "world size (processes) 2 in the checkpoint, 4 now" in msg and "--batch-size 8 in the checkpoint, 4 now" \
         in msg and "steps per epoch 9 in the checkpoint, 4 now" in msg and "--resume-params d/ckpt-0002.params" in msg
+
+
+def test_learning_rate_rule_and_old_runs_keep_their_meaning(tmp_path):
+    import argparse
+
+    from resnest_gluon.training.loop import run_learning_rate
+
+    args = argparse.Namespace(lr=0.05, batch_size=32, resume=None, lr_reference_batch=128, effective_lr=None)
+    assert run_learning_rate(args, world=2).effective == 0.025  # 0.05 x 32/128 x 2
+    assert run_learning_rate(argparse.Namespace(**{**vars(args), "effective_lr": 0.3}), world=2).effective == 0.3
+    # a checkpoint written before the rule: its --lr meant per worker whatever the batch (0.05 x 2 = 0.1)
+    for ext in ("params", "states"):
+        (tmp_path / f"ckpt-0001.{ext}").write_bytes(b"x")
+    files = {"params": ["ckpt-0001.params", 1], "states": ["ckpt-0001.states", 1]}
+    (tmp_path / "ckpt-0001.json").write_text(json.dumps({"epoch": 1, "files": files, "run": {"lr": 0.05}}))
+    old = run_learning_rate(argparse.Namespace(**{**vars(args), "resume": str(tmp_path)}), world=2)
+    assert old.effective == 0.1 and "from before the lr followed the batch" in old.describe()

@@ -87,7 +87,8 @@ def assert_ranks_agree(save_dir):
 def test_two_ranks_learn_stay_identical_and_log(recs, tmp_path):
     train_rec, val_rec = recs
     out = tmp_path / "run"
-    run(command(train_rec, out, "--rec-val", val_rec, "--num-epochs", "4", "--warmup-epochs", "0", "--lr", "0.02",
+    run(command(train_rec, out, "--rec-val", val_rec, "--num-epochs", "4", "--warmup-epochs", "0",
+                "--effective-lr", "0.04",
                 "--no-mixup", "--no-auto-aug", "--label-smoothing", "0", "--eval-frequency", "2",
                 "--save-frequency", "2"))
     ep = epochs(out)
@@ -335,3 +336,27 @@ def test_float16_on_cpu_is_refused_clearly(recs, tmp_path):
                            "--dtype", "float16", "--batch-size", "8", "--save-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2 and "--dtype float16" in proc.stderr and "GPU" in proc.stderr
+
+
+def test_a_too_high_learning_rate_is_called_out_and_can_stop_the_run(recs, tmp_path):
+    train_rec, val_rec = recs
+    out = tmp_path / "run"
+    proc = run(command(train_rec, out, "--rec-val", val_rec, "--num-epochs", "4", "--warmup-epochs", "0",
+                       "--effective-lr", "3", "--no-mixup", "--no-auto-aug", "--stop-if-not-learning",
+                       "--save-frequency", "1", np_=None),
+               fails=True)
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    assert "not learning at epoch 2: the training loss rose" in proc.stderr and "effective lr 3" in proc.stderr
+    warnings = [json.loads(line) for line in open(out / "metrics.jsonl") if '"warning"' in line]
+    assert [w["kind"] for w in warnings][:1] == ["loss_rising"] and warnings[0]["epoch"] == 2
+    assert "warning: not learning at epoch 2" in proc.stdout
+    assert os.path.exists(out / "ckpt-0002.json")  # the epoch's checkpoint was still written
+
+
+def test_the_learning_rate_follows_the_batch_and_says_so(recs, tmp_path):
+    train_rec, _ = recs
+    proc = run(command(train_rec, tmp_path / "run", "--num-epochs", "1", "--warmup-epochs", "0",
+                       "--max-steps-per-epoch", "1", "--lr", "0.05", np_=None))
+    assert "lr 0.05 per 128 images per worker x batch 8/128 x 1 worker(s) = 0.003125" in proc.stdout
+    ckpt = json.load(open(tmp_path / "run" / "ckpt-0001.json"))
+    assert ckpt["run"]["lr_rule"] == "linear" and ckpt["run"]["effective_lr"] == 0.003125

@@ -39,20 +39,12 @@ def _check_file(path, what):
 
 def read_idx_keys(idx_path):
     """The record keys listed in an .idx file (one ``key\\toffset`` per line), in file order."""
-    _check_file(idx_path, "record index (.idx)")
-    keys = []
-    with open(idx_path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    keys.append(int(line.split("\t")[0]))
-                except ValueError:
-                    raise ValueError(f"{idx_path}:{n}: not an .idx line ('key<TAB>offset'): {line!r}") from None
-    return keys
+    return [key for _, key, _ in read_idx_entries(idx_path)]
 
 
-def read_idx_entries(idx_path):
-    """``[(line number, key, offset), ...]`` of an .idx file, in file order; ``ValueError`` naming a bad line."""
+def read_idx_entries(idx_path, on_bad_line=None):
+    """``[(line number, key, offset), ...]`` of an .idx file, in file order. A malformed line is a ``ValueError``
+    naming it, or, with ``on_bad_line``, passed to ``on_bad_line(message)`` and left out."""
     _check_file(idx_path, "record index (.idx)")
     entries = []
     with open(idx_path, encoding="utf-8", errors="replace") as f:
@@ -65,8 +57,11 @@ def read_idx_entries(idx_path):
                 if len(cols) != 2 or offset < 0:
                     raise ValueError
             except (ValueError, IndexError):
-                raise ValueError(f"{idx_path} line {n}: not an .idx line ('key<TAB>offset'): {line.strip()!r}") \
-                    from None
+                message = f"{idx_path} line {n}: not an .idx line ('key<TAB>offset'): {line.strip()!r}"
+                if on_bad_line is None:
+                    raise ValueError(message) from None
+                on_bad_line(message)
+                continue
             entries.append((n, key, offset))
     return entries
 

@@ -29,12 +29,14 @@ from ..evaluation import evaluate
 from ..trained import ModelInfo, load_class_names
 from ..zoo import classes_in_params, get_config, get_model, load_weights
 from .checkpoint import CheckpointManager, latest_checkpoint
+from .health import LearningWatch, NotLearning
 from .metrics_log import MetricsLog, plot_curves
-from .optim import apply_no_wd, dropblock_prob_at, optimizer_params
+from .optim import (LINEAR_RULE, PER_WORKER_RULE, REFERENCE_BATCH, apply_no_wd, dropblock_prob_at, learning_rate,
+                    optimizer_params)
 from .preemption import Preempted, StopSignals
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "CheckpointNotSaved", "ResumeMismatch", "Preempted",
+__all__ = ["train", "TrainingDiverged", "NotLearning", "CheckpointNotSaved", "ResumeMismatch", "Preempted",
            "param_digest", "resolve_model_defaults",
            "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
 
@@ -116,6 +118,19 @@ def model_info(args):
     if args.final_drop != get_config(args.model).arch.get("final_drop", 0.0):
         arch["final_drop"] = args.final_drop
     return ModelInfo(args.model, args.num_classes, args.eval_data, args.class_names, arch)
+
+
+def run_learning_rate(args, world):
+    """The run's :class:`~.optim.LearningRate`: ``--lr`` per ``--lr-reference-batch`` images per worker, scaled to
+    ``--batch-size`` and the workers, or ``--effective-lr``. A run resumed from a checkpoint saved before this rule
+    keeps that checkpoint's meaning (``--lr`` per worker, whatever the batch)."""
+    rule = LINEAR_RULE
+    if getattr(args, "resume", None):
+        ckpt = latest_checkpoint(args.resume)
+        if ckpt is not None and "lr_rule" not in (ckpt.get("run") or {}):
+            rule = PER_WORKER_RULE
+    return learning_rate(args.lr, args.batch_size, world, getattr(args, "lr_reference_batch", REFERENCE_BATCH),
+                         getattr(args, "effective_lr", None), rule)
 
 
 def seed_everything(seed, epoch, rank):
@@ -285,14 +300,15 @@ def _train(args, stop):
     dist.broadcast_parameters(params)
     net.hybridize(static_alloc=True, static_shape=True)
 
-    base_lr = args.lr * dist.world  # --lr is per worker (linear scaling with the number of workers)
+    lr = run_learning_rate(args, dist.world)
+    base_lr = lr.effective
     scheduler = build_lr_scheduler(args.lr_mode, base_lr, args.num_epochs, steps, args.warmup_epochs,
                                    args.warmup_lr, args.lr_decay, args.lr_decay_epoch)
     trainer = dist.trainer(params, args.optimizer,
                            optimizer_params(args.optimizer, scheduler, args.momentum, args.wd, args.dtype))
 
     run = {k: getattr(args, k) for k in RUN_SETTINGS if hasattr(args, k)}
-    run.update(world=dist.world, steps_per_epoch=steps)
+    run.update(world=dist.world, steps_per_epoch=steps, lr_rule=lr.rule, effective_lr=lr.effective)
     start_epoch, resume_at = 0, None
     if args.resume:
         ckpt = latest_checkpoint(args.resume)
@@ -318,10 +334,12 @@ def _train(args, stop):
                                 args.mixup_off_epoch, args.num_epochs)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
     if dist.is_root:
+        print(lr.describe())
         print(f"{args.model}: {dist.world} worker(s) x batch {args.batch_size}, {steps} steps/epoch, "
               f"lr {base_lr:g} ({args.lr_mode}), epochs {start_epoch}..{args.num_epochs}")
 
     summary = {"epochs": [], "world": dist.world, "steps_per_epoch": steps}
+    watch = LearningWatch(args.num_classes, args.warmup_epochs, args.num_epochs, base_lr)
     for epoch in range(start_epoch, args.num_epochs):
         try:
             summary["epochs"].append(_train_epoch(epoch, net, trainer, train_data, steps, mixer, loss_fn, args, dist,
@@ -341,6 +359,11 @@ def _train(args, stop):
                                    f"not saving it, the last good checkpoint in {args.save_dir} is kept")
         if evaluate_now:
             stats["val_top1"], stats["val_top5"], stats["val_images"] = validate(net, args, dist, ctx)
+        found = watch.update(epoch + 1, stats["loss"], stats.get("val_top1"), stats.get("val_images"))
+        if found and dist.is_root:
+            for finding in found:
+                print(f"warning: {finding.message}", flush=True)
+                log.write("warning", **finding.to_dict())
         write_error = None
         if dist.is_root:
             try:
@@ -355,6 +378,16 @@ def _train(args, stop):
         if dist.allreduce_sum([write_error is not None], name="write_error")[0]:  # all ranks stop together
             raise CheckpointNotSaved(f"{write_error or 'rank 0 could not write its files'} (after epoch "
                                      f"{epoch + 1}); stopping, the last complete checkpoint in {args.save_dir} is kept")
+        if found and getattr(args, "stop_if_not_learning", False):  # the same findings on every rank
+            raise NotLearning(f"{found[0].message} (--stop-if-not-learning: stopped after epoch {epoch + 1}; "
+                              f"checkpoints in {args.save_dir})")
+    summary["warnings"] = [f.to_dict() for f in watch.findings]
+    if dist.is_root and summary["epochs"]:
+        last = summary["epochs"][-1]
+        val = f", val top-1 {last['val_top1']:.2%}" if "val_top1" in last else ""
+        kinds = ", ".join(f"{f.kind} (epoch {f.epoch})" for f in watch.findings) or "none"
+        print(f"done: {len(summary['epochs'])} epoch(s), last loss {last['loss']:.4g}{val}; not-learning warnings: "
+              f"{kinds}", flush=True)
     if args.param_digest:
         digest = {"rank": dist.rank, **param_digest(net)}
         with open(os.path.join(args.save_dir, f"param-digest-rank{dist.rank}.json"), "w") as f:

@@ -1,7 +1,9 @@
 """Optimizer settings of the ResNeSt recipe: which parameters get weight decay, NAG/SGD options, DropBlock ramp."""
 import re
+from dataclasses import dataclass
 
-__all__ = ["NO_WD_PATTERN", "apply_no_wd", "optimizer_params", "dropblock_prob_at"]
+__all__ = ["NO_WD_PATTERN", "apply_no_wd", "optimizer_params", "dropblock_prob_at", "REFERENCE_BATCH",
+           "LearningRate", "learning_rate"]
 
 # BN scale/shift and every bias: decaying them only fights the normalisation (Bag of Tricks, "no bias decay").
 NO_WD_PATTERN = r".*(gamma|beta|bias)$"
@@ -34,3 +36,47 @@ def dropblock_prob_at(epoch, num_epochs, final_prob):
     if final_prob <= 0:
         return 0.0
     return final_prob * (epoch + 1) / num_epochs
+
+
+# The official recipe's learning rate: 0.05 per worker for 128 images per worker (linear scaling rule, Goyal et al.)
+REFERENCE_BATCH = 128
+LINEAR_RULE = "linear"          # lr x workers x batch / reference batch
+GIVEN_RULE = "given"            # --effective-lr: used as it is
+PER_WORKER_RULE = "per-worker"  # lr x workers: what checkpoints from before the batch rule meant
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """The learning rate the optimizer gets (``effective``, before the schedule) and how it came from the flags."""
+
+    base: float
+    batch_size: int
+    world: int
+    reference_batch: int
+    rule: str
+    effective: float
+
+    def describe(self):
+        """One line for the start of a run: base, batch, workers, effective lr."""
+        if self.rule == GIVEN_RULE:
+            return (f"lr {self.effective:g} (given with --effective-lr; {self.world} worker(s) x batch "
+                    f"{self.batch_size})")
+        if self.rule == PER_WORKER_RULE:
+            return (f"lr {self.base:g} per worker x {self.world} worker(s) = {self.effective:g} (the resumed run's "
+                    f"rule, from before the lr followed the batch)")
+        return (f"lr {self.base:g} per {self.reference_batch} images per worker x batch {self.batch_size}/"
+                f"{self.reference_batch} x {self.world} worker(s) = {self.effective:g}")
+
+
+def learning_rate(base, batch_size, world, reference_batch=REFERENCE_BATCH, effective=None, rule=LINEAR_RULE):
+    """The :class:`LearningRate` of a run: ``base`` means the lr of one worker at ``reference_batch`` images (the
+    recipe's 0.05 at 128) and is scaled linearly to ``batch_size`` and ``world`` workers; ``effective`` (if given)
+    is used as it is; ``rule=PER_WORKER_RULE`` reproduces runs saved before the batch rule (``base x world``)."""
+    if effective is not None:
+        if effective < 0:
+            raise ValueError(f"--effective-lr must be >= 0, got {effective}")
+        return LearningRate(base, batch_size, world, reference_batch, GIVEN_RULE, effective)
+    if reference_batch < 1:
+        raise ValueError(f"--lr-reference-batch must be >= 1, got {reference_batch}")
+    scale = world if rule == PER_WORKER_RULE else world * batch_size / reference_batch
+    return LearningRate(base, batch_size, world, reference_batch, rule, base * scale)

@@ -1,0 +1,38 @@
+"""resnest_gluon.training.health: the signs of a run that is not learning, on loss and accuracy sequences."""
+from resnest_gluon.training.health import LearningWatch
+
+
+def kinds(watch, epochs):
+    """Feeds (loss, val_top1, val_images) per epoch; returns {epoch: [kinds found then]}."""
+    return {e: [f.kind for f in watch.update(e, *row)] for e, row in enumerate(epochs, 1)}
+
+
+def test_a_learning_run_raises_nothing():
+    watch = LearningWatch(num_classes=10, warmup_epochs=1, num_epochs=8, effective_lr=0.025)
+    losses = [2.2, 1.6, 1.2, 0.9, 0.8, 0.7, 0.65, 0.6]
+    found = kinds(watch, [(loss, 0.3 + 0.08 * e, 360) for e, loss in enumerate(losses)])
+    assert all(v == [] for v in found.values()) and watch.findings == []
+
+
+def test_the_too_high_lr_run_of_the_issue_is_caught_rising_then_at_chance():
+    # issue 14: batch 32, lr 0.1 on 1,400 images: loss 5.0 in epoch 2, then ln(10), validation at chance (8.9%)
+    watch = LearningWatch(num_classes=10, warmup_epochs=1, num_epochs=8, effective_lr=0.2)
+    found = kinds(watch, [(2.6, 0.11, 360), (5.0, 0.09, 360), (2.31, 0.089, 360), (2.30, 0.10, 360)])
+    assert found[1] == []  # warm-up: no verdict
+    assert found[2] == ["loss_rising", "val_chance"]
+    assert found[3] == []  # each sign once
+    message = watch.findings[0].message
+    assert "effective lr 0.2" in message and "--min-random-area" in message and "epoch 2" in message
+
+
+def test_a_flat_loss_is_reported_after_the_patience():
+    watch = LearningWatch(num_classes=100, warmup_epochs=0, num_epochs=30, effective_lr=0.1)
+    losses = [4.0, 3.5, 3.2, 3.2, 3.21, 3.19, 3.2]  # patience max(3, 30 // 10) = 3
+    found = kinds(watch, [(loss, None, None) for loss in losses])
+    assert [e for e, v in found.items() if v] == [6] and found[6] == ["loss_flat"]
+
+
+def test_chance_takes_the_number_of_validation_images_into_account():
+    few, many = (LearningWatch(num_classes=2, warmup_epochs=0, num_epochs=5, effective_lr=0.1) for _ in range(2))
+    assert [f.kind for f in few.update(1, 0.6, 0.62, 20)] == ["val_chance"]  # 62% of 20 images: luck
+    assert many.update(1, 0.6, 0.62, 2000) == []  # 62% of 2000: learning

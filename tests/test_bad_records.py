@@ -116,3 +116,22 @@ def test_bad_share_above_the_limit_stops_naming_file_and_counts():
     check_bad_fraction(1, 1000, 0.001, "t.rec")
     with pytest.raises(TooManyBadRecords, match=r"t.rec: 2 of 1000 records .*0.20% > --max-bad-records-fraction"):
         check_bad_fraction(2, 1000, 0.001, "t.rec")
+
+
+def test_scan_also_flags_images_only_opencv_rejects(tmp_path):
+    """A GIF: PIL (recordio_tools check) decodes it, OpenCV, ImageRecordIter's decoder, does not."""
+    import io
+
+    from PIL import Image
+
+    rec_path, idx_path, _ = recgen.make_rec(str(tmp_path / "gif"), 6, img_fmt=".jpg")
+    gif = io.BytesIO()
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(gif, "GIF")
+    writer = mx.recordio.MXIndexedRecordIO(idx_path, rec_path, "w")
+    for i in range(6):
+        img = recgen.make_image(i, 30, 30)
+        payload = gif.getvalue() if i == 2 else mx.recordio.pack_img(mx.recordio.IRHeader(0, i, i, 0), img,
+                                                                    img_fmt=".jpg")[24:]
+        writer.write_idx(i, mx.recordio.pack(mx.recordio.IRHeader(0, i, i, 0), payload))
+    writer.close()
+    assert [(b.index, "OpenCV" in b.reason) for b in scan_bad_records(rec_path, idx_path)] == [(2, True)]

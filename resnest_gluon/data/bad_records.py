@@ -9,7 +9,9 @@ listed offset, so a record missing from the ``.idx`` is read as part of the one 
 on and off, 1 and 2 parts). So the fast path trains on a copy of the ``.rec`` without the bad records
 (:func:`records_without_bad`), made once with ``os.copy_file_range`` (in-kernel; a reflink where the filesystem
 has them) and only when there are bad records; the scan (``recordio_tools`` check, ``num_workers`` processes)
-is cached in ``<rec>.bad.json`` keyed by the ``.rec``'s size and mtime, so it runs once per file.
+is cached in ``<rec>.bad.json`` keyed by the ``.rec``'s size and mtime, so it runs once per file. A record is
+bad when PIL (strict: a JPEG cut short or with a broken data stream, which OpenCV fills with grey) or OpenCV
+(MXNet's decoder) cannot decode it; the loader path skips only what OpenCV rejects.
 """
 import hashlib
 import json
@@ -24,7 +26,7 @@ __all__ = ["BadRecord", "TooManyBadRecords", "EXIT_BAD_RECORDS", "scan_bad_recor
            "check_bad_fraction", "cache_dir_for"]
 
 EXIT_BAD_RECORDS = 7  # train_imagenet.py's exit code when the bad share passes --max-bad-records-fraction
-_SCAN_VERSION = 1
+_SCAN_VERSION = 2
 
 
 class TooManyBadRecords(RuntimeError):
@@ -103,9 +105,9 @@ def scan_bad_records(rec_path, idx_path=None, num_workers=1, cache_dir=None):
                         for b in stored["bad"]]
         except (ValueError, KeyError, TypeError):
             pass  # an unreadable cache is rebuilt
-    from recordio_tools.checking import check  # the full check's decoder: stricter than OpenCV on cut JPEGs
+    from recordio_tools.checking import check  # PIL (strict: also cut JPEGs OpenCV would fill grey) and OpenCV
 
-    summary = check(rec_path, num_workers=num_workers, progress=False, idx_path=idx_path)
+    summary = check(rec_path, num_workers=num_workers, progress=False, idx_path=idx_path, for_training=True)
     keys = {offset: key for _, key, offset in read_idx_entries(idx_path)}
     bad = [BadRecord(rec_path, p["position"], keys.get(p["offset"], p["id"]), p["offset"], p["error"])
            for p in summary["bad"] if _is_undecodable(p)]
@@ -125,13 +127,14 @@ def _copy_range(src, dst, start, end):
 
 def records_without_bad(rec_path, idx_path, bad, cache_dir=None):
     """``(rec, idx)`` of a copy of ``rec_path`` without the ``bad`` records (same keys, new offsets), written once
-    under ``cache_dir`` and named by the source's size and mtime; ``(rec_path, idx_path)`` when ``bad`` is empty."""
+    under ``cache_dir`` and named by the source's size and mtime and the records left out; ``(rec_path, idx_path)`` when ``bad`` is empty."""
     if not bad:
         return rec_path, idx_path
     cache_dir = cache_dir or cache_dir_for(rec_path)
     st = os.stat(rec_path)
+    left_out = hashlib.sha256(",".join(str(b.offset) for b in sorted(bad, key=lambda b: b.offset)).encode())
     stem = os.path.join(cache_dir, f"{os.path.splitext(os.path.basename(rec_path))[0]}.skip-bad-"
-                                   f"{st.st_size}-{st.st_mtime_ns}")
+                                   f"{st.st_size}-{st.st_mtime_ns}-{left_out.hexdigest()[:8]}")
     out_rec, out_idx = stem + ".rec", stem + ".idx"
     if os.path.isfile(out_rec) and os.path.isfile(out_idx):
         return out_rec, out_idx

@@ -46,6 +46,17 @@ def _decode(item):
         return pos, "cannot decode image: %s: %s" % (type(e).__name__, e), None, None, None
 
 
+def _decode_for_training(item):
+    """:func:`_decode`, and OpenCV (MXNet's decoder: ``ImageRecordIter`` dies on what it rejects) must decode it too."""
+    import cv2
+    import numpy as np
+
+    result = _decode(item)
+    if result[1] is None and cv2.imdecode(np.frombuffer(item[1], np.uint8), cv2.IMREAD_COLOR) is None:
+        return item[0], "cannot decode image: OpenCV (MXNet's decoder) rejects it", None, None, None
+    return result
+
+
 def _label_values(header):
     label = header.label
     return [float(x) for x in label] if header.flag > 0 else [float(label)]
@@ -131,13 +142,13 @@ def _sampled(scan, reader, positions):
         yield position, mx.recordio.unpack(reader.read())[1]
 
 
-def _decode_all(scan, items, num_workers):
+def _decode_all(scan, items, num_workers, decode=_decode):
     if num_workers <= 1:
         for item in items:
-            scan.add_decoded(_decode(item))
+            scan.add_decoded(decode(item))
         return
     with multiprocessing.get_context("fork").Pool(num_workers) as pool:
-        for result in pool.imap(_decode, items, chunksize=8):
+        for result in pool.imap(decode, items, chunksize=8):
             scan.add_decoded(result)
 
 
@@ -184,10 +195,12 @@ def _check_idx(scan, idx_path, file_size):
             scan.problem("record not listed in %s" % idx_path, rec["position"], rec["id"], rec["offset"], "idx")
 
 
-def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress=True, idx_path=None):
+def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress=True, idx_path=None,
+          for_training=False):
     """Checks ``PREFIX.rec`` (+ ``PREFIX.idx`` if present, or ``idx_path``; ``prefix`` may also be the .rec's path);
-    ``sample``: decode only N random records (``None`` decodes all, 0 none). Returns the summary dict;
-    ``summary["ok"]`` is False on any problem."""
+    ``sample``: decode only N random records (``None`` decodes all, 0 none). ``for_training``: OpenCV must decode
+    each image too (about twice the time). Returns the summary dict; ``summary["ok"]`` is False on any problem."""
+    decode = _decode_for_training if for_training else _decode
     if prefix.endswith(".rec"):
         prefix = prefix[:-len(".rec")]
     rec_path, idx_path = prefix + ".rec", idx_path or prefix + ".idx"
@@ -198,11 +211,11 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
     scan = _Scan(rec_path, num_classes)
     start = time.time()
     with RecordReader(rec_path) as reader:
-        _decode_all(scan, _sequential(scan, reader, file_size, sample is None, progress), num_workers)
+        _decode_all(scan, _sequential(scan, reader, file_size, sample is None, progress), num_workers, decode)
         n = len(scan.records)
         if sample:
             positions = sorted(random.Random(seed).sample(sorted(scan.records_by_position), min(sample, n)))
-            _decode_all(scan, _sampled(scan, reader, positions), num_workers)
+            _decode_all(scan, _sampled(scan, reader, positions), num_workers, decode)
     ids = Counter(rec["id"] for rec in scan.records)
     for rec in scan.records:
         if ids[rec["id"]] > 1:

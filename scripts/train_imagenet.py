@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+from resnest_gluon.data.bad_records import EXIT_BAD_RECORDS, TooManyBadRecords
 from resnest_gluon.native_log import filter_native_stderr
 from resnest_gluon.training.loop import CheckpointNotSaved, NotLearning, TrainingDiverged, train
 from resnest_gluon.training.preemption import EXIT_PREEMPTED, Preempted, StopNow
@@ -57,6 +58,9 @@ def parse_args(argv=None):
     d.add_argument("--check-data", action="store_true",
                    help="first decode every record of --rec-train/--rec-val (rank 0, --data-nthreads processes) and "
                         "refuse to train on bad ones; without it only framing, .idx and labels are checked (quick)")
+    d.add_argument("--max-bad-records-fraction", type=float, default=0.001,
+                   help="undecodable --rec-train records (damaged or empty images) are skipped and named; more than "
+                        "this share of them stops the run (exit code 7): the copy, not a record, is broken")
     d.add_argument("--auto-aug", action=BOOL, default=True, help="AutoAugment (DataLoader input path)")
     d.add_argument("--min-random-area", type=float, default=0.08,
                    help="random-resized crop: smallest crop area as a fraction of the image (the recipe's 0.08; "
@@ -136,6 +140,8 @@ def parse_args(argv=None):
         p.error(f"--dropblock-prob must be in [0, 1), got {args.dropblock_prob}")
     if args.final_drop is not None and not 0 <= args.final_drop < 1:
         p.error(f"--final-drop must be in [0, 1), got {args.final_drop}")
+    if not 0 <= args.max_bad_records_fraction <= 1:
+        p.error(f"--max-bad-records-fraction must be in [0, 1], got {args.max_bad_records_fraction}")
     if not 0 < args.min_random_area <= 1:
         p.error(f"--min-random-area must be in (0, 1], got {args.min_random_area}")
     if args.input_size is not None and args.input_size < 1:
@@ -176,7 +182,7 @@ def check_data(args):
 
 # Exit codes: 0 done, 2 unusable arguments or data (named), 3 diverged (NaN/inf), 4 a checkpoint or log could not be
 # written (disk full: the message names the path and the space needed; the last complete checkpoint is kept), 6 not
-# learning with --stop-if-not-learning.
+# learning with --stop-if-not-learning, 7 more undecodable --rec-train records than --max-bad-records-fraction.
 # Exit code 5: stopped by SIGTERM/SIGINT after a checkpoint of its step (resumable: --resume DIR); a second signal
 # ends the process at once, by that signal.
 def main(argv=None):
@@ -189,6 +195,9 @@ def main(argv=None):
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except TooManyBadRecords as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_RECORDS
     except NotLearning as err:
         print(f"error: {err}", file=sys.stderr)
         return 6

@@ -33,11 +33,23 @@ def random_size(rng, lo=40, hi=120):
     return h, w
 
 
-def make_rec(prefix, n, sizes=None, seed=0, img_fmt=".png", quality=95, with_idx=True, corrupt=()):
+def damaged_jpeg(img):
+    """A JPEG of RGB ``img`` whose middle half is overwritten (as by a bad disk block): its start (SOI and tables) is
+    intact, OpenCV reports "Corrupt JPEG data" and returns no image."""
+    import cv2
+
+    jpg = cv2.imencode(".jpg", img[:, :, ::-1])[1].tobytes()
+    n = len(jpg)
+    return jpg[:n // 4] + b"\xff" * (n // 2) + jpg[n // 4 + n // 2:]
+
+
+def make_rec(prefix, n, sizes=None, seed=0, img_fmt=".png", quality=95, with_idx=True, corrupt=(), damaged=(),
+             empty=()):
     """Writes ``prefix.rec`` (and ``prefix.idx`` unless ``with_idx=False``) holding ``n`` records.
 
     ``sizes``: list of (h, w) per record, or None for random sizes in 40..120 px. ``corrupt``: indices of records
-    whose payload is replaced by bytes that are not an image (the header and label stay valid).
+    whose payload is replaced by bytes that are not an image (the header and label stay valid); ``damaged``: by a
+    :func:`damaged_jpeg`; ``empty``: by nothing (a header alone).
     Returns ``(rec_path, idx_path or None, images)`` with the RGB images as written.
     """
     rng = np.random.RandomState(seed)
@@ -53,6 +65,10 @@ def make_rec(prefix, n, sizes=None, seed=0, img_fmt=".png", quality=95, with_idx
         header = mx.recordio.IRHeader(0, float(i), i, 0)
         if i in corrupt:
             packed = mx.recordio.pack(header, b"not an image" * 8)
+        elif i in damaged:
+            packed = mx.recordio.pack(header, damaged_jpeg(img))
+        elif i in empty:
+            packed = mx.recordio.pack(header, b"")
         else:  # pack_img encodes with OpenCV, which expects BGR
             packed = mx.recordio.pack_img(header, img[:, :, ::-1], quality=quality, img_fmt=img_fmt)
         if with_idx:

@@ -18,6 +18,8 @@ import psutil
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(__file__))
+import recgen  # noqa: E402
 VENV = os.path.dirname(sys.executable)
 HOROVODRUN = os.path.join(VENV, "horovodrun")
 SCRIPT = os.path.join(REPO, "scripts", "train_imagenet.py")
@@ -26,15 +28,20 @@ VERIFY = os.path.join(REPO, "scripts", "verify.py")
 pytestmark = pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="needs horovodrun next to the interpreter")
 
 
-def make_class_rec(prefix, n, classes=10, seed=0):
-    """Record i has label i % classes and a 40x40 image of that class's colour plus uniform noise."""
+def make_class_rec(prefix, n, classes=10, seed=0, damaged=(), empty=()):
+    """Record i has label i % classes and a 40x40 image of that class's colour plus uniform noise; the records in
+    ``damaged`` hold a JPEG with its middle overwritten, those in ``empty`` no image (header and label intact)."""
     rng = np.random.RandomState(seed)
     w = mx.recordio.MXIndexedRecordIO(prefix + ".idx", prefix + ".rec", "w")
     for i in range(n):
         c = i % classes
         colour = np.array([(c * 71) % 256, (c * 151 + 40) % 256, (c * 37 + 90) % 256], np.float32)
         img = np.clip(colour + rng.uniform(-20, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
-        w.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, float(c), i, 0), img, img_fmt=".png"))
+        header = mx.recordio.IRHeader(0, float(c), i, 0)
+        if i in damaged or i in empty:
+            w.write_idx(i, mx.recordio.pack(header, recgen.damaged_jpeg(img) if i in damaged else b""))
+            continue
+        w.write_idx(i, mx.recordio.pack_img(header, img, img_fmt=".png"))
     w.close()
     return prefix + ".rec"
 
@@ -360,3 +367,43 @@ def test_the_learning_rate_follows_the_batch_and_says_so(recs, tmp_path):
     assert "lr 0.05 per 128 images per worker x batch 8/128 x 1 worker(s) = 0.003125" in proc.stdout
     ckpt = json.load(open(tmp_path / "run" / "ckpt-0001.json"))
     assert ckpt["run"]["lr_rule"] == "linear" and ckpt["run"]["effective_lr"] == 0.003125
+
+
+DAMAGED, EMPTY = 20, 77  # the bad records of the `bad_rec` file
+
+
+@pytest.fixture(scope="module")
+def bad_rec(tmp_path_factory):
+    return make_class_rec(str(tmp_path_factory.mktemp("bad") / "train"), 150, damaged=(DAMAGED,), empty=(EMPTY,))
+
+
+@pytest.mark.parametrize("path", ["fast", "loader"])
+def test_bad_records_are_skipped_named_once_and_ranks_agree(bad_rec, tmp_path, path):
+    """A damaged JPEG and an empty payload: both ranks train to the end (same steps), each record named once in
+    stdout and metrics.jsonl with its index, byte offset and reason. The loader path meets them while training (two
+    epochs: its shuffle deals every record within two), the fast path before (its scan) and reads a copy."""
+    out = tmp_path / path
+    flags = ["--no-auto-aug", "--num-epochs", "1"] if path == "fast" else ["--auto-aug", "--num-epochs", "2"]
+    proc = run(command(bad_rec, out, *flags, "--warmup-epochs", "0", "--max-bad-records-fraction", "0.02"))
+    offsets = {int(k): int(o) for k, o in (line.split("\t") for line in open(bad_rec[:-4] + ".idx"))}
+    found = events(out, "bad_record")
+    assert [(r["index"], r["key"], r["offset"]) for r in sorted(found, key=lambda r: r["index"])] == [
+        (DAMAGED, DAMAGED, offsets[DAMAGED]), (EMPTY, EMPTY, offsets[EMPTY])]
+    assert all(r["reason"] and r["rec"] == bad_rec for r in found)
+    named = [ln for ln in proc.stdout.splitlines() if "bad record:" in ln]
+    assert len(named) == 2 and any(f"record #{DAMAGED} (.idx key {DAMAGED}) at byte offset {offsets[DAMAGED]}" in ln
+                                   for ln in named), named
+    assert [e["epoch"] for e in epochs(out)] == ([1] if path == "fast" else [1, 2])
+    assert_ranks_agree(out)
+
+
+@pytest.mark.parametrize("path", ["fast", "loader"])
+def test_too_many_bad_records_stop_the_run_with_exit_7(bad_rec, tmp_path, path):
+    """The default limit (0.1%): the fast path stops before training (its scan found 2 of 150), the loader path at
+    the step that met the first (1 of 150), on every rank."""
+    flags = ["--no-auto-aug"] if path == "fast" else ["--auto-aug"]
+    proc = run(command(bad_rec, tmp_path / "strict", *flags, "--num-epochs", "2", "--warmup-epochs", "0"), fails=True)
+    assert "exit with status code 7" in proc.stdout + proc.stderr
+    found = "2 of 150 records are undecodable (1.33%" if path == "fast" else "1 of 150 records are undecodable (0.67%"
+    assert f"{found} > --max-bad-records-fraction 0.001); not training on damaged data" in proc.stderr
+    assert not glob.glob(str(tmp_path / "strict" / "ckpt-*"))

@@ -20,15 +20,17 @@ makes the next loop yield epoch E's batches from batch k on, the same batches as
 epoch E (resuming inside an epoch): the loader skips by index, reading nothing for them; the ImageRecordIter path
 decodes and drops the first k batches (its augmentation RNG advances image by image), which costs about k steps'
 data time, without their forward and backward passes.
-Neither survives a corrupt record: ImageRecordIter kills the process (SIGFPE in MXNet 1.9.1) and the loader
-raises :class:`~.records.CorruptRecordError` naming the file and record; check unknown files with
-:class:`~.val.ValRecordIter`, which skips and reports them.
+Undecodable records (a damaged or empty image payload) are skipped on both paths, the step count staying the same
+on every rank: ``RecordTrainIter(skip_bad=True)`` reads a copy of the .rec without them (ImageRecordIter cannot step
+over a record, nor can an .idx leave one out: see :mod:`.bad_records`); the loader replaces each by the next
+decodable record in file order and reports its index with the batch (``take_bad()``).
 """
 import mxnet as mx
 import numpy as np
 
 from ..zoo import IMAGENET_MEAN, IMAGENET_STD
-from .records import RecordImageDataset, count_records, default_idx_path
+from .bad_records import records_without_bad, scan_bad_records
+from .records import CorruptRecordError, RecordImageDataset, count_records, default_idx_path
 from .sharding import ShardSampler, steps_per_epoch
 from .transforms import LARGE_SIZE, TrainTransform, interp_code
 
@@ -79,17 +81,25 @@ class RecordTrainIter(_EpochIterable):
     ``interpolation=None`` is bilinear below 320 px and bicubic from 320 px on. ``dtype`` is the output dtype
     (e.g. 'float16'). ``idx_path`` defaults to the .idx next to the .rec and is required (records are counted
     from it, and it makes the shards exact record counts).
+
+    ``skip_bad=True`` first finds the undecodable records (decoding every image once per file, ``scan_workers``
+    processes; cached beside the .rec) and reads a copy of the .rec without them, if there are any (listed in
+    ``bad_records``; ``num_records`` counts the records read). With several ranks, let one build the caches first.
     """
 
     def __init__(self, rec_path, idx_path=None, batch_size=32, data_shape=224, num_workers=4, rank=0, world=1,
                  shuffle=True, seed=0, dtype="float32", jitter=0.4, lighting=0.1, rand_mirror=True,
                  min_random_area=0.08, max_random_area=1.0, min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3,
-                 interpolation=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, prefetch_buffer=4, **kwargs):
+                 interpolation=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, prefetch_buffer=4, skip_bad=False,
+                 scan_workers=1, **kwargs):
         _check_world(rank, world)
         idx_path = idx_path or default_idx_path(rec_path)
         if idx_path is None:
             raise FileNotFoundError(f"{rec_path}: the training iterator needs its .idx (pass idx_path=)")
         size = _size(data_shape)
+        self.source_records = count_records(idx_path)
+        self.bad_records = scan_bad_records(rec_path, idx_path, scan_workers) if skip_bad else []
+        rec_path, idx_path = records_without_bad(rec_path, idx_path, self.bad_records)
         self.num_records = count_records(idx_path)
         self.steps = steps_per_epoch(self.num_records, batch_size, world, what=rec_path)
         self.batch_size, self.rank, self.world = batch_size, rank, world
@@ -139,10 +149,18 @@ class RecordTrainIter(_EpochIterable):
             if b >= self.skip:  # the first `skip` are decoded and dropped: the RNG reaches batch `skip` only so
                 yield batch.data[0], batch.label[0]
 
+    def take_bad(self):
+        """Bad records met since the last call: none here (they were left out of the copy read)."""
+        return []
+
 
 class _AugmentedRecords(RecordImageDataset):
     """Items keyed by ``(index, sample_seed)``: augmentations draw from their own seeded RNG, so results do not
-    depend on which worker process runs them."""
+    depend on which worker process runs them.
+
+    An item is ``(image, label, bad)``: ``bad`` is -1, or the index of an undecodable record replaced by the next
+    decodable one in file order (the batch keeps its size; the report travels with the batch, as workers are
+    separate processes)."""
 
     def __init__(self, rec_path, idx_path, transform):
         super().__init__(rec_path, idx_path)
@@ -150,8 +168,26 @@ class _AugmentedRecords(RecordImageDataset):
 
     def __getitem__(self, key):
         index, sample_seed = key
-        img, label = super().__getitem__(index)
-        return self.transform(img, np.random.RandomState(sample_seed)), label
+        bad = -1
+        for step in range(len(self)):
+            try:
+                img, label = super().__getitem__((index + step) % len(self))
+                break
+            except CorruptRecordError:
+                bad = index if bad < 0 else bad
+        else:
+            raise CorruptRecordError(f"{self.rec_path}: no record decodes")
+        return self.transform(img, np.random.RandomState(sample_seed)), label, bad
+
+    def problem(self, index):
+        """``(key, byte offset, reason)`` of the bad record ``index`` (decoded again, in this process)."""
+        key = self.keys[index]
+        try:
+            super().__getitem__(index)
+            reason = "decodes now (a read error?)"
+        except CorruptRecordError as err:
+            reason = str(err).split(": ", 1)[-1]
+        return key, int(self._record.idx[key]), reason
 
 
 class _SeededSampler:
@@ -184,7 +220,7 @@ class RecordTrainLoader(_EpochIterable):
                                                      interpolation=interpolation, jitter=jitter,
                                                      lighting=lighting, autoaugment=autoaugment, mean=mean, std=std)
         self.dataset = _AugmentedRecords(rec_path, idx_path, self.transform)
-        self.num_records = len(self.dataset)
+        self.num_records = self.source_records = len(self.dataset)
         self.sampler = ShardSampler(self.num_records, batch_size, rank, world, shuffle, seed, last_batch)
         self.steps = self.sampler.num_batches
         self.batch_size, self.rank, self.world, self.dtype = batch_size, rank, world, dtype
@@ -206,5 +242,12 @@ class RecordTrainLoader(_EpochIterable):
         self.sampler.set_epoch(self.epoch)
 
     def _batches(self):
-        for data, label in self.loader:
+        self._bad = []
+        for data, label, bad in self.loader:
+            self._bad.extend(int(i) for i in bad.asnumpy() if i >= 0)
             yield (data if self.dtype in (None, "float32") else data.astype(self.dtype)), label
+
+    def take_bad(self):
+        """Indices of the undecodable records replaced in the batches yielded since the last call."""
+        bad, self._bad = getattr(self, "_bad", []), []
+        return bad

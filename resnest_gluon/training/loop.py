@@ -22,12 +22,14 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from ..data import MixupLabelSmoothing, RecordTrainIter, RecordTrainLoader, ValRecordIter
+from ..data.bad_records import TooManyBadRecords
 from ..data.preflight import preflight
 from ..distributed import Distributed
 from ..dropblock import set_drop_prob
 from ..evaluation import evaluate
 from ..trained import ModelInfo, load_class_names
 from ..zoo import classes_in_params, get_config, get_model, load_weights
+from .bad_input import BadRecordWatch, prepare_fast_path
 from .checkpoint import CheckpointManager, latest_checkpoint
 from .health import LearningWatch, NotLearning
 from .metrics_log import MetricsLog, plot_curves
@@ -36,7 +38,7 @@ from .optim import (LINEAR_RULE, PER_WORKER_RULE, REFERENCE_BATCH, apply_no_wd, 
 from .preemption import Preempted, StopSignals
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "NotLearning", "CheckpointNotSaved", "ResumeMismatch", "Preempted",
+__all__ = ["train", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "CheckpointNotSaved", "ResumeMismatch", "Preempted",
            "param_digest", "resolve_model_defaults",
            "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
 
@@ -200,8 +202,15 @@ def build_train_data(args, dist):
     if args.auto_aug:
         return RecordTrainLoader(args.rec_train, args.rec_train_idx, input_size=args.input_size, autoaugment=True,
                                  min_random_area=min_area, **common)
+    # the fast path reads a copy without undecodable records: rank 0 finds them (once per file) and writes it first
+    prepare_fast_path(args.rec_train, args.rec_train_idx, args.data_nthreads, max_bad_fraction(args), dist)
     return RecordTrainIter(args.rec_train, args.rec_train_idx, data_shape=args.input_size, min_random_area=min_area,
-                           **common)
+                           skip_bad=True, scan_workers=args.data_nthreads, **common)
+
+
+def max_bad_fraction(args):
+    """``--max-bad-records-fraction`` (namespaces built by hand may lack it: the flag's default)."""
+    return getattr(args, "max_bad_records_fraction", 0.001)
 
 
 def _trainable(net):
@@ -289,6 +298,8 @@ def _train(args, stop):
         if rec:  # on every rank, before any trains: a cut .rec, a wrong .idx or a bad label stops all of them here
             preflight(rec, idx, args.num_classes)
     train_data = build_train_data(args, dist)
+    bad_watch = BadRecordWatch(args.rec_train, train_data.source_records, max_bad_fraction(args), dist, log)
+    bad_watch.report(getattr(train_data, "bad_records", []), 0, "left out (found by the scan before training)")
     steps = len(train_data)
     if args.max_steps_per_epoch:
         steps = min(steps, args.max_steps_per_epoch)
@@ -343,7 +354,7 @@ def _train(args, stop):
     for epoch in range(start_epoch, args.num_epochs):
         try:
             summary["epochs"].append(_train_epoch(epoch, net, trainer, train_data, steps, mixer, loss_fn, args, dist,
-                                                  ctx, log, stop, resume_at))
+                                                  ctx, log, stop, resume_at, bad_watch))
         except _StoppedAtStep as at:  # every rank, after the same step
             _checkpoint_and_stop(at, steps, net, trainer, saver, args, dist, log, run=run, base_lr=base_lr,
                                  model=info.to_dict())
@@ -428,7 +439,8 @@ def _checkpoint_and_stop(at, steps, net, trainer, saver, args, dist, log, **meta
                     f"continue with --resume {args.save_dir}")
 
 
-def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, ctx, log, stop=None, start=None):
+def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, ctx, log, stop=None, start=None,
+                 bad_watch=None):
     """Trains one epoch on every rank and returns its summary. ``start`` (from a checkpoint written inside this
     epoch) skips the steps before ``start["step"]``, replaying their mixup draws, and restores the epoch's sums, so
     the summary covers the whole epoch (its time and speed: the steps run, in both processes). After the step at
@@ -459,10 +471,19 @@ def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, c
             loss = loss_fn(out.astype("float32"), targets.astype("float32"))
         loss.backward()
         trainer.step(args.batch_size)
-        # one small allreduce per step: all ranks see the same mean loss and stop request, so all stop together
-        step_loss, step_hits, stop_votes = dist.allreduce_sum(
+        # one small allreduce per step: all ranks see the same mean loss, stop request and count of bad records
+        # met, so all stop (or gather the bad records' names) together
+        bad = data.take_bad()
+        step_loss, step_hits, stop_votes, bad_met = dist.allreduce_sum(
             [float(loss.mean().asscalar()), float((out.argmax(axis=1) == targets.argmax(axis=1)).sum().asscalar()),
-             float(stop is not None and stop.requested)], name="step_stats")
+             float(stop is not None and stop.requested), float(len(bad))], name="step_stats")
+        if bad_met and bad_watch is not None:
+            try:
+                bad_watch.gather(data.dataset, bad, epoch + 1)
+            except TooManyBadRecords:
+                if bar:
+                    bar.close()
+                raise
         step_loss /= dist.world
         if not np.isfinite(step_loss):
             if bar:

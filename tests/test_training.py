@@ -186,7 +186,9 @@ def test_min_random_area_flag_reaches_both_input_pipelines(tmp_path):
     for bad in ("0", "1.5", "-0.2"):
         with pytest.raises(SystemExit):
             train_script.parse_args(base + ["--min-random-area", bad])
-    dist = type("Single", (), {"rank": 0, "world": 1})()
+    from resnest_gluon.distributed import Distributed
+
+    dist = Distributed(use_horovod=False)
     args = train_script.parse_args(base + ["--min-random-area", "0.4", "--no-auto-aug"])
     assert build_train_data(args, dist).iter_args["min_random_area"] == 0.4  # ImageRecordIter
     args = train_script.parse_args(base + ["--min-random-area", "0.4", "--auto-aug"])

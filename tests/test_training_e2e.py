@@ -7,6 +7,7 @@ Every run uses ``-j 1`` (one decoding thread): the input batches are then bit-re
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,7 +237,10 @@ def test_sigterm_to_one_rank_stops_both_at_a_step_and_resume_ends_like_an_uninte
     rank_process(proc, 1).send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     log = open(tmp_path / "cut.log").read()
-    assert "Process 0 exit with status code 5." in log and "Process 1 exit with status code 5." in log, log[-3000:]
+    # both ranks stop with exit code 5; the one that exits second may be terminated by horovodrun first (143: it ends
+    # the other processes once one has exited non-zero), but only after the checkpoint is complete
+    codes = dict(re.findall(r"Process (\d) exit with status code (\d+)\.", log))
+    assert "5" in codes.values() and set(codes.values()) <= {"5", "143"}, log[-3000:]
     assert log.count("preempted: stopped on a signal after step") == 2 and not glob.glob(str(cut / "final-rank*"))
 
     from resnest_gluon.training import latest_checkpoint

@@ -127,7 +127,8 @@ def _copy_range(src, dst, start, end):
 
 def records_without_bad(rec_path, idx_path, bad, cache_dir=None):
     """``(rec, idx)`` of a copy of ``rec_path`` without the ``bad`` records (same keys, new offsets), written once
-    under ``cache_dir`` and named by the source's size and mtime and the records left out; ``(rec_path, idx_path)`` when ``bad`` is empty."""
+    under ``cache_dir`` and named by the source's size and mtime and the records left out; ``(rec_path, idx_path)``
+    when ``bad`` is empty."""
     if not bad:
         return rec_path, idx_path
     cache_dir = cache_dir or cache_dir_for(rec_path)

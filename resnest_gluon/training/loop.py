@@ -38,9 +38,8 @@ from .optim import (LINEAR_RULE, PER_WORKER_RULE, REFERENCE_BATCH, apply_no_wd, 
 from .preemption import Preempted, StopSignals
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "CheckpointNotSaved", "ResumeMismatch", "Preempted",
-           "param_digest", "resolve_model_defaults",
-           "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
+__all__ = ["train", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "CheckpointNotSaved", "ResumeMismatch",
+           "Preempted", "param_digest", "resolve_model_defaults", "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
 
 # Settings a checkpoint only makes sense with: its weights (model, classes), its optimizer state (optimizer), and
 # its update count, which the schedule turns into epochs through world x batch size x steps per epoch. The other
@@ -79,8 +78,8 @@ def resolve_model_defaults(args):
 
 def eval_data_config(args):
     """The validation transform (call before :func:`resolve_model_defaults`): the model's data config (size,
-    crop_pct, interpolation), with ``--input-size`` / ``--crop-ratio`` replacing size / crop_pct when given, exactly as ``scripts/verify.py --crop-size/--crop-ratio``
-    does, so both report the same accuracy for the same weights."""
+    crop_pct, interpolation), with ``--input-size`` / ``--crop-ratio`` replacing size / crop_pct when given, exactly
+    as ``scripts/verify.py --crop-size/--crop-ratio`` does, so both report the same accuracy for the same weights."""
     changes = {}
     if args.input_size is not None:
         changes["input_size"] = args.input_size

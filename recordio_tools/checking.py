@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import time
 import warnings
 from collections import Counter
@@ -142,12 +143,19 @@ def _sampled(scan, reader, positions):
         yield position, mx.recordio.unpack(reader.read())[1]
 
 
+def _default_signals():
+    """In a pool worker: SIGTERM kills (a forked worker inherits its parent's handlers, e.g. training's preemption
+    handler, which only sets a flag: the pool's terminate() would then wait forever), Ctrl-C is the parent's."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _decode_all(scan, items, num_workers, decode=_decode):
     if num_workers <= 1:
         for item in items:
             scan.add_decoded(decode(item))
         return
-    with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+    with multiprocessing.get_context("fork").Pool(num_workers, initializer=_default_signals) as pool:
         for result in pool.imap(decode, items, chunksize=8):
             scan.add_decoded(result)
 

@@ -135,3 +135,18 @@ def test_scan_also_flags_images_only_opencv_rejects(tmp_path):
         writer.write_idx(i, mx.recordio.pack(mx.recordio.IRHeader(0, i, i, 0), payload))
     writer.close()
     assert [(b.index, "OpenCV" in b.reason) for b in scan_bad_records(rec_path, idx_path)] == [(2, True)]
+
+
+def test_the_scan_pool_ends_under_trainings_signal_handlers(rec):
+    """Forked scan workers inherit training's preemption handler (SIGTERM only sets a flag); the pool must still end
+    (it hung ``train_imagenet.py -j 4`` before its workers restored the default action)."""
+    import subprocess
+
+    code = ("import sys\n"
+            "from resnest_gluon.data.bad_records import scan_bad_records\n"
+            "from resnest_gluon.training.preemption import StopSignals\n"
+            "with StopSignals():\n"
+            "    bad = scan_bad_records(sys.argv[1], sys.argv[2], 2)\n"
+            "print(sorted(b.index for b in bad))\n")
+    done = subprocess.run([sys.executable, "-c", code, *rec], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"[{DAMAGED}, {EMPTY}]", done.stderr[-2000:]

@@ -162,11 +162,13 @@ class DatasetSummary:
         return len(self.classes) * sum(self.counts.values())
 
 
-def make_dataset(root, train_per_class=300, val_per_class=60, size=64, seed=0, quality=90, progress=None):
+def make_dataset(root, train_per_class=300, val_per_class=60, size=64, seed=0, quality=90, progress=None,
+                 classes=CLASSES, draw=draw_sample):
     """Writes ``root/{train,val}/<class>/<class>_NNNN.jpg``; returns a :class:`DatasetSummary`.
 
     Each (split, class) draws from its own seeded generator, so changing one count does not change the other
-    split's images. ``progress(done, total)`` is called after each image when given.
+    split's images. ``progress(done, total)`` is called after each image when given. ``classes`` and
+    ``draw(name, rng, size)`` make another set the same way (``benchmarks/small_sets.py``).
     """
     if size < 64:
         raise ValueError(f"size must be at least 64 px, got {size}")
@@ -174,21 +176,21 @@ def make_dataset(root, train_per_class=300, val_per_class=60, size=64, seed=0, q
         raise ValueError("need at least one training and one validation image per class")
     tic = time.time()
     counts = {"train": train_per_class, "val": val_per_class}
-    total, done = len(CLASSES) * (train_per_class + val_per_class), 0
+    total, done = len(classes) * (train_per_class + val_per_class), 0
     for split_no, (split, n) in enumerate(counts.items()):
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(sorted(classes)):
             folder = os.path.join(root, split, name)
             os.makedirs(folder, exist_ok=True)
             rng = np.random.default_rng([seed, split_no, label])
             for i in range(n):
                 buf = io.BytesIO()
-                Image.fromarray(draw_sample(name, rng, size)).save(buf, "JPEG", quality=quality)
+                Image.fromarray(draw(name, rng, size)).save(buf, "JPEG", quality=quality)
                 with open(os.path.join(folder, f"{name}_{i:04d}.jpg"), "wb") as f:
                     f.write(buf.getvalue())
                 done += 1
                 if progress:
                     progress(done, total)
-    return DatasetSummary(root, CLASSES, counts, size, seed, time.time() - tic)
+    return DatasetSummary(root, tuple(sorted(classes)), counts, size, seed, time.time() - tic)
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from resnest_gluon.data.bad_records import EXIT_BAD_RECORDS, TooManyBadRecords
 from resnest_gluon.native_log import filter_native_stderr
 from resnest_gluon.training.loop import CheckpointNotSaved, NotLearning, TrainingDiverged, train
 from resnest_gluon.training.preemption import EXIT_PREEMPTED, Preempted, StopNow
+from resnest_gluon.training.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from resnest_gluon.training.schedule import LR_MODES
 
 BOOL = argparse.BooleanOptionalAction
@@ -40,9 +41,21 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _recipe_name(argv):
+    """``--recipe`` alone, read first: the recipe sets the defaults of the other flags."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
+    return pre.parse_known_args(argv)[0].recipe
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=_Help)
+    small = RECIPES["small"].summary.split(": ", 1)[1].replace("%", "%%")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+                   help="defaults for a kind of data: 'imagenet' (the official recipe, every default shown below) or "
+                        f"'small' (thousands of images from scratch: {small}); flags given on the command line "
+                        "override the recipe")
     d = p.add_argument_group("data")
     d.add_argument("--rec-train", required=True, help="training .rec")
     d.add_argument("--rec-train-idx", default=None, help="its .idx (default: next to the .rec)")
@@ -90,6 +103,8 @@ def parse_args(argv=None):
     o.add_argument("--lr-reference-batch", type=int, default=128, help="the per-worker batch --lr is given for")
     o.add_argument("--effective-lr", type=float, default=None,
                    help="the learning rate the optimizer gets, as it is (no scaling; replaces --lr)")
+    o.add_argument("--classifier-lr-mult", type=float, default=1.0,
+                   help="the classifier's learning rate as a multiple of the body's (--recipe small: 0.1)")
     o.add_argument("--lr-mode", default="cosine", choices=LR_MODES)
     o.add_argument("--lr-decay", type=float, default=0.1, help="step mode: factor")
     o.add_argument("--lr-decay-epoch", default="40,60", help="step mode: comma-separated epochs")
@@ -126,7 +141,10 @@ def parse_args(argv=None):
     r.add_argument("--param-digest", action="store_true",
                    help="each rank writes param-digest-rank<R>.json (SHA-256 and per-parameter sums of its "
                         "trainable weights) and final-rank<R>.params (its weights), to compare ranks and runs")
+    recipe = get_recipe(_recipe_name(argv))
+    p.set_defaults(**recipe.defaults)
     args = p.parse_args(argv)
+    args.recipe_overrides = sorted(d for d, v in recipe.defaults.items() if getattr(args, d) != v)
     try:
         args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(",") if e.strip()]
     except ValueError:
@@ -142,6 +160,8 @@ def parse_args(argv=None):
         p.error(f"--final-drop must be in [0, 1), got {args.final_drop}")
     if not 0 <= args.max_bad_records_fraction <= 1:
         p.error(f"--max-bad-records-fraction must be in [0, 1], got {args.max_bad_records_fraction}")
+    if args.classifier_lr_mult < 0:
+        p.error(f"--classifier-lr-mult must be >= 0, got {args.classifier_lr_mult}")
     if not 0 < args.min_random_area <= 1:
         p.error(f"--min-random-area must be in (0, 1], got {args.min_random_area}")
     if args.input_size is not None and args.input_size < 1:

@@ -227,7 +227,7 @@ def test_runnable_commands_run_verbatim_in_order(workspace):
         outputs[command.line] = done.stdout + done.stderr
     work = workspace["dir"]
     for name in ("data/train.rec", "data/train.idx", "data/val.rec", "data/val.idx", "data/train_classes.txt",
-                 "runs/small/metrics.jsonl", "runs/small/curves.png", "runs/small/ckpt-0005.params"):
+                 "runs/small/metrics.jsonl", "runs/small/curves.png", "runs/small/ckpt-0008.params"):
         assert os.path.exists(os.path.join(work, name)), name
     verify_lines = [out for line, out in outputs.items() if "top-1" in out]
     assert len(verify_lines) >= 2, "both runnable verify commands print their top-1"

@@ -33,6 +33,7 @@ from .bad_records import records_without_bad, scan_bad_records
 from .records import CorruptRecordError, RecordImageDataset, count_records, default_idx_path
 from .sharding import ShardSampler, steps_per_epoch
 from .transforms import LARGE_SIZE, TrainTransform, interp_code
+from .workers import close_loader
 
 __all__ = ["RecordTrainIter", "RecordTrainLoader"]
 
@@ -227,6 +228,14 @@ class RecordTrainLoader(_EpochIterable):
         self.loader = mx.gluon.data.DataLoader(self.dataset, batch_size=batch_size,
                                                sampler=_SeededSampler(self.sampler, seed), last_batch="keep",
                                                num_workers=num_workers, **loader_kwargs)
+
+    def close(self):
+        """Ends the DataLoader's worker processes (also done when the object is collected)."""
+        close_loader(self.loader)
+
+    def __del__(self):
+        if getattr(self, "loader", None) is not None:
+            self.close()
 
     def set_epoch(self, epoch, skip=0):
         """Start the next ``for`` loop at ``epoch`` (e.g. when resuming), from batch ``skip`` on: the sampler leaves

@@ -21,6 +21,7 @@ import numpy as np
 
 from .records import CorruptRecordError, RecordImageDataset, decode_record, default_idx_path, iter_records
 from .transforms import LARGE_SIZE, EvalTransform, eval_short_side, interp_code, load_image
+from .workers import close_loader
 
 __all__ = ["ValRecordIter", "preprocess_image"]
 
@@ -82,6 +83,15 @@ class ValRecordIter:
             self._loader = mx.gluon.data.DataLoader(dataset, batch_size=batch_size, sampler=shard,
                                                     last_batch="keep", num_workers=num_workers,
                                                     batchify_fn=_batchify)
+
+    def close(self):
+        """Ends the DataLoader's worker processes (also done when the object is collected)."""
+        if self._loader is not None:
+            close_loader(self._loader)
+
+    def __del__(self):
+        if getattr(self, "_loader", None) is not None:
+            self.close()
 
     def __iter__(self):
         self.num_images, self.corrupt = 0, []

@@ -33,9 +33,10 @@ from .bad_input import BadRecordWatch, prepare_fast_path
 from .checkpoint import CheckpointManager, latest_checkpoint
 from .health import LearningWatch, NotLearning
 from .metrics_log import MetricsLog, plot_curves
-from .optim import (LINEAR_RULE, PER_WORKER_RULE, REFERENCE_BATCH, apply_no_wd, dropblock_prob_at, learning_rate,
-                    optimizer_params)
+from .optim import (LINEAR_RULE, PER_WORKER_RULE, REFERENCE_BATCH, apply_classifier_lr_mult, apply_no_wd,
+                    dropblock_prob_at, learning_rate, optimizer_params)
 from .preemption import Preempted, StopSignals
+from .recipes import get_recipe
 from .schedule import build_lr_scheduler
 
 __all__ = ["train", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "CheckpointNotSaved", "ResumeMismatch",
@@ -47,7 +48,8 @@ __all__ = ["train", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "Che
 FIXED_ON_RESUME = ("model", "num_classes", "world", "batch_size", "steps_per_epoch", "optimizer")
 # Recorded in each checkpoint's JSON (what produced it).
 RUN_SETTINGS = FIXED_ON_RESUME + ("num_epochs", "lr", "lr_mode", "lr_decay", "lr_decay_epoch", "warmup_epochs",
-                                  "warmup_lr", "momentum", "wd", "no_wd", "seed", "input_size")
+                                  "warmup_lr", "momentum", "wd", "no_wd", "seed", "input_size", "recipe",
+                                  "classifier_lr_mult")
 
 
 class CheckpointNotSaved(RuntimeError):
@@ -306,6 +308,8 @@ def _train(args, stop):
     net = build_net(args, ctx)
     if args.no_wd:
         apply_no_wd(net)
+    if getattr(args, "classifier_lr_mult", 1.0) != 1.0:
+        apply_classifier_lr_mult(net, args.classifier_lr_mult)
     params = net.collect_params()
     dist.broadcast_parameters(params)
     net.hybridize(static_alloc=True, static_shape=True)
@@ -344,6 +348,8 @@ def _train(args, stop):
                                 args.mixup_off_epoch, args.num_epochs)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
     if dist.is_root:
+        if getattr(args, "recipe", None):
+            print(get_recipe(args.recipe).describe(getattr(args, "recipe_overrides", ())))
         print(lr.describe())
         print(f"{args.model}: {dist.world} worker(s) x batch {args.batch_size}, {steps} steps/epoch, "
               f"lr {base_lr:g} ({args.lr_mode}), epochs {start_epoch}..{args.num_epochs}")

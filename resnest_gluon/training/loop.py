@@ -257,7 +257,10 @@ def validate(net, args, dist, ctx):
     val = ValRecordIter(args.rec_val, args.eval_data, idx_path=args.rec_val_idx,
                         batch_size=args.batch_size, num_workers=args.data_nthreads, rank=dist.rank,
                         world=dist.world, dtype=args.dtype)
-    res = evaluate(net, val, ctx, args.num_classes, dist)
+    try:
+        res = evaluate(net, val, ctx, args.num_classes, dist)
+    finally:
+        val.close()
     return res.top1_correct / max(res.images, 1), res.topk_correct / max(res.images, 1), res.images
 
 

@@ -8,6 +8,7 @@ the ``ValueError`` ``MXIndexedRecordIO`` would raise.
 Limitation: RecordIO has no checksums. Flipped bytes inside a JPEG's entropy-coded data usually still decode
 (into wrong pixels) and cannot be detected; corrupt framing, headers, JPEG markers and truncation can.
 """
+import bisect
 import io
 import logging
 import math
@@ -113,9 +114,11 @@ class _Scan:
             self.formats[fmt] += 1
 
 
-def _sequential(scan, reader, file_size, decode_all, progress):
-    """Reads every record in file order; yields ``(position, payload)`` for decoding when ``decode_all``."""
+def _sequential(scan, reader, file_size, decode_all, progress, idx_offsets=()):
+    """Reads every record in file order; yields ``(position, payload)`` for decoding when ``decode_all``. Where a
+    record's framing is broken, reads on at the next of ``idx_offsets`` (the .idx's), else stops there."""
     bar = tqdm(total=file_size, unit="B", unit_scale=True, desc="scan", disable=not progress)
+    starts = set(idx_offsets)
     with bar:
         position = 0
         while True:
@@ -124,10 +127,20 @@ def _sequential(scan, reader, file_size, decode_all, progress):
                 buf = reader.read()
             except mx.base.MXNetError as e:
                 msg = str(e).strip().splitlines()[-1]
-                scan.problem("unreadable record framing (%s); the rest of the file cannot be read in order"
-                             % msg, position, None, offset)
+                after = bisect.bisect_right(idx_offsets, offset)
+                resume = idx_offsets[after] if after < len(idx_offsets) else None
+                at_start = offset in starts  # else inside a record whose length was wrong (reported on its own)
+                scan.problem("unreadable record framing (%s); %s" % (
+                    msg, "the rest of the file cannot be read in order" if resume is None
+                    else "read on at the next .idx offset %d" % resume), position if at_start else None, None,
+                    offset)
                 scan.framing_ok = False
-                return
+                if resume is None:
+                    return
+                reader.seek(resume)
+                bar.update(resume - offset)
+                position += at_start
+                continue
             bar.update(reader.tell() - offset if buf is not None else 0)
             if buf is None:
                 return
@@ -218,8 +231,10 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
     file_size = os.path.getsize(rec_path)
     scan = _Scan(rec_path, num_classes)
     start = time.time()
+    idx_offsets = sorted({o for _, _, o in read_idx_entries(idx_path, on_bad_line=lambda m: None)}) if has_idx else []
     with RecordReader(rec_path) as reader:
-        _decode_all(scan, _sequential(scan, reader, file_size, sample is None, progress), num_workers, decode)
+        _decode_all(scan, _sequential(scan, reader, file_size, sample is None, progress, idx_offsets), num_workers,
+                    decode)
         n = len(scan.records)
         if sample:
             positions = sorted(random.Random(seed).sample(sorted(scan.records_by_position), min(sample, n)))

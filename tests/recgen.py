@@ -77,3 +77,21 @@ def make_rec(prefix, n, sizes=None, seed=0, img_fmt=".png", quality=95, with_idx
             writer.write(packed)
     writer.close()
     return rec_path, (idx_path if with_idx else None), images
+
+
+def break_framing(rec_path, idx_path, indices, how="magic"):
+    """Damages the RecordIO framing of the records at ``indices`` (file order) in place, as a bad disk block would:
+    ``how="magic"`` zeroes their magic word, ``"length"`` makes their length field 64 bytes too long. The .idx
+    stays right. Returns their byte offsets."""
+    with open(idx_path) as f:
+        offsets = sorted(int(line.split("\t")[1]) for line in f if line.strip())
+    with open(rec_path, "r+b") as f:
+        for i in indices:
+            f.seek(offsets[i] + (0 if how == "magic" else 4))
+            if how == "magic":
+                f.write(b"\0\0\0\0")
+            else:
+                lrec = int.from_bytes(f.read(4), "little")
+                f.seek(offsets[i] + 4)
+                f.write((lrec + 64).to_bytes(4, "little"))
+    return [offsets[i] for i in indices]

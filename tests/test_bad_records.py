@@ -149,3 +149,23 @@ def test_the_scan_pool_ends_under_trainings_signal_handlers(rec):
             "print(sorted(b.index for b in bad))\n")
     done = subprocess.run([sys.executable, "-c", code, *rec], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == f"[{DAMAGED}, {EMPTY}]", done.stderr[-2000:]
+
+
+def test_records_with_broken_framing_are_left_out_by_both_paths(tmp_path):
+    """A zeroed magic word and a length field that runs into the next record: the scan reads past them (the .idx
+    says where the next record starts) and lists them beside the undecodable ones, the fast path trains on the copy
+    without them, the loader path replaces them by the next record."""
+    rec_path, idx_path, _ = recgen.make_rec(str(tmp_path / "train"), N, img_fmt=".jpg", damaged=(DAMAGED,))
+    offsets = recgen.break_framing(rec_path, idx_path, [12]) + recgen.break_framing(rec_path, idx_path, [25],
+                                                                                       how="length")
+    bad = scan_bad_records(rec_path, idx_path)
+    assert [(b.index, b.key) for b in bad] == [(DAMAGED, DAMAGED), (12, 12), (25, 25)]
+    assert [b.offset for b in bad[1:]] == offsets
+    it = RecordTrainIter(rec_path, batch_size=3, data_shape=16, num_workers=1, shuffle=False, skip_bad=True)
+    assert sorted(int(v) for _, y in it for v in y.asnumpy()) == [i for i in range(N) if i not in (DAMAGED, 12, 25)]
+    loader = RecordTrainLoader(rec_path, batch_size=5, input_size=16, num_workers=1, rank=0, world=1, shuffle=False)
+    reported = []
+    for _ in loader:
+        reported += loader.take_bad()
+    assert sorted(reported) == [DAMAGED, 12]  # record 25 still decodes: its JPEG ends before the extra 64 bytes
+    assert "unreadable record framing" in loader.dataset.problem(12)[2]

@@ -136,3 +136,27 @@ def test_check_data_decodes_first_and_lists_bad_records(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "--check-data: bad records, not training" in proc.stderr
     assert f"--rec-train {rec}: BAD record #3 (id 3)" in proc.stderr and "record #7 (id 7)" in proc.stderr
+
+
+def test_records_with_broken_framing_are_read_past_when_the_idx_says_where_the_next_starts(good, tmp_path):
+    """A bad block inside the file damages records, not the file: with its .idx each is listed (position, key,
+    offset, reason) for training to leave out; without one nothing says where to read on, so it is refused."""
+    rec, idx = copy(good, tmp_path)
+    offsets = recgen.break_framing(rec, idx, [4, 5, 11])  # two neighbours and the last record
+    offsets += recgen.break_framing(rec, idx, [8], how="length")
+    summary = preflight(rec, num_classes=12)
+    assert summary.records == 12
+    assert [d[:3] for d in summary.damaged] == [(4, 4, offsets[0]), (5, 5, offsets[1]), (8, 8, offsets[3]),
+                                                (11, 11, offsets[2])]
+    assert "no RecordIO framing" in summary.damaged[0][3] and "the next .idx entry is at byte" in summary.damaged[2][3]
+    os.remove(idx)
+    assert f"record #4 at byte offset {offsets[0]}: not the start of a record" in refused(rec)
+
+
+def test_an_idx_at_no_record_start_is_refused_not_read_past(good, tmp_path):
+    rec, idx = copy(good, tmp_path)
+    write_idx(idx, [(k, int(o) + 8) for k, o in idx_lines(idx)])
+    assert "not a record start" in refused(rec)
+    rec, idx = copy(good, tmp_path, "all")
+    recgen.break_framing(rec, idx, range(12))  # nowhere to read on: the file is refused at its first record
+    assert "record #0 (.idx key 0" in refused(rec)

@@ -345,6 +345,24 @@ def test_check_reports_a_truncated_rec(packed, tmp_path):
     assert any("key %d -> offset %d): no valid record at this offset" % (key, offset) in ln for ln in lines)
 
 
+def test_check_reads_past_a_record_with_broken_framing_at_the_next_idx_offset(packed, tmp_path):
+    _, prefix, report = packed
+    out = copy_pack(prefix, str(tmp_path / "block"))
+    key, offset = idx_offsets(out)[2]
+    with open(out + ".rec", "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * 8)  # a zeroed block over its magic word and length
+    summary = checking.check(out, progress=False)
+    assert not summary["ok"] and summary["records"] == report.packed - 1  # every other record read and decoded
+    lines = [checking.describe_problem(b) for b in summary["bad"]]
+    assert lines[0].startswith("BAD record #2 at offset %d: unreadable record framing" % offset)
+    assert "read on at the next .idx offset %d" % idx_offsets(out)[3][1] in lines[0]
+    assert not [ln for ln in lines if "cannot decode" in ln]
+    os.remove(out + ".idx")  # without an index nothing says where the next record starts
+    assert "the rest of the file cannot be read in order" in checking.describe_problem(
+        checking.check(out, progress=False)["bad"][0])
+
+
 def test_check_reports_a_wrong_idx_offset(packed, tmp_path, capsys):
     _, prefix, _ = packed
     out = copy_pack(prefix, str(tmp_path / "badidx"))

@@ -20,13 +20,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 
 from ..atomic import DiskFullError, free_bytes, write_json
+from .preflight import preflight
 from .records import default_idx_path, read_idx_entries
 
 __all__ = ["BadRecord", "TooManyBadRecords", "EXIT_BAD_RECORDS", "scan_bad_records", "records_without_bad",
            "check_bad_fraction", "cache_dir_for"]
 
 EXIT_BAD_RECORDS = 7  # train_imagenet.py's exit code when the bad share passes --max-bad-records-fraction
-_SCAN_VERSION = 2
+_SCAN_VERSION = 3  # 3: records with broken framing are read past and listed
 
 
 class TooManyBadRecords(RuntimeError):
@@ -83,9 +84,13 @@ def _identity(rec_path, idx_path):
 
 def _is_undecodable(problem):
     """The problems of a ``recordio_tools`` check that make a record unusable for training while the file stays
-    readable (framing, .idx and label problems are the start-up check's: they stop the run by name)."""
+    readable: an image that does not decode, a header cut short, a record whose framing is broken where the .idx says
+    where the next one starts (file-level framing, .idx and label problems are the start-up check's: they stop the
+    run by name)."""
+    error = problem["error"]
     return problem["source"] == "rec" and problem["offset"] is not None and (
-        problem["error"].startswith("cannot decode") or "too short for an image header" in problem["error"])
+        error.startswith("cannot decode") or "too short for an image header" in error
+        or (error.startswith("unreadable record framing") and "read on at the next .idx offset" in error))
 
 
 def scan_bad_records(rec_path, idx_path=None, num_workers=1, cache_dir=None):
@@ -109,8 +114,11 @@ def scan_bad_records(rec_path, idx_path=None, num_workers=1, cache_dir=None):
 
     summary = check(rec_path, num_workers=num_workers, progress=False, idx_path=idx_path, for_training=True)
     keys = {offset: key for _, key, offset in read_idx_entries(idx_path)}
-    bad = [BadRecord(rec_path, p["position"], keys.get(p["offset"], p["id"]), p["offset"], p["error"])
-           for p in summary["bad"] if _is_undecodable(p)]
+    bad = [BadRecord(rec_path, p["position"], keys[p["offset"]], p["offset"], p["error"])
+           for p in summary["bad"] if _is_undecodable(p) and p["offset"] in keys and p["position"] is not None]
+    # What the sequential read cannot see: a record whose length field is wrong but still decodes.
+    bad += [BadRecord(rec_path, position, key, offset, reason)
+            for position, key, offset, reason in preflight(rec_path, idx_path).damaged]
     bad = sorted({b.offset: b for b in bad}.values(), key=lambda b: b.offset)
     write_json(cache, {"identity": ident, "idx": os.path.abspath(idx_path), "records": summary["records"],
                        "bad": [{k: v for k, v in b.to_dict().items() if k != "rec"} for b in bad]})

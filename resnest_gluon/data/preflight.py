@@ -5,6 +5,10 @@ a run, or hang Horovod when one rank's reader dies. Here each record costs one s
 8-byte RecordIO framing and the image header after it), so every rank can check its own files at start.
 Undecodable images are the full check's job (``python -m recordio_tools check``, ``train_imagenet.py
 --check-data``).
+
+A record whose own framing or header is broken (a bad disk block in the middle of a file) is not a broken file
+when the ``.idx`` says where the next good record starts: it is listed in ``PreflightSummary.damaged`` and training
+leaves it out like an undecodable image. Without an ``.idx`` nothing says where to read on, so it is refused.
 """
 import math
 import os
@@ -29,6 +33,20 @@ class PreflightSummary:
     label_min: float
     label_max: float
     seconds: float
+    damaged: tuple = ()  # (position, .idx key, byte offset, reason) of records with broken framing, read past
+
+
+def _damage(fd, offset, end, nxt, file_size):
+    """Why the record at ``offset`` (walked to ``end``: an int, or the walk's problem) is not the whole span up to
+    the next .idx offset ``nxt`` (None: the last record), or None when it is or when the file, not the record, is
+    at fault (cut short, or a record missing from the .idx)."""
+    if isinstance(end, str):
+        return None if "cut short" in end else end
+    if nxt is None or end == nxt:
+        return None
+    if end < nxt and _walk(fd, end, file_size)[0] is not None:
+        return None  # a whole record follows it that the .idx does not list: the .idx is wrong
+    return f"its framing says it ends at byte {end}, the next .idx entry is at byte {nxt}"
 
 
 def _walk(fd, offset, file_size):
@@ -55,6 +73,17 @@ def _walk(fd, offset, file_size):
         return None, (f"the record runs to byte {end} but the file has {file_size} bytes "
                       f"(a copy cut short?)")
     return labels, end
+
+
+def _next_good(fd, entries, position, file_size):
+    """The first .idx entry after ``position`` at which a record with framing starts (``len(entries)`` when the
+    damaged record is the last one), or None when none does: then the .idx, not a record, is wrong."""
+    for p in range(position + 1, len(entries)):
+        if entries[p][2] <= entries[p - 1][2]:
+            return None  # a duplicate offset: refused by the caller
+        if _walk(fd, entries[p][2], file_size)[0] is not None:
+            return p
+    return len(entries) if position == len(entries) - 1 else None
 
 
 def _label_problem(labels, num_classes):
@@ -90,7 +119,7 @@ def preflight(rec_path, idx_path=None, num_classes=None):
         line, key, offset = next(e for e in entries if e[2] >= file_size)
         raise BadRecordFile(f"{rec_path}: {idx_path} line {line} (key {key}) points at byte offset {offset}, beyond "
                             f"the end of the file ({file_size} bytes): an .idx of another file, or a copy cut short")
-    lo, hi, position = math.inf, -math.inf, 0
+    lo, hi, position, damaged = math.inf, -math.inf, 0, []
 
     def bad(offset, problem, entry=None):
         where = f"record #{position}" + (f" (.idx key {entry[1]}, {idx_path} line {entry[0]})" if entry else "")
@@ -110,6 +139,18 @@ def preflight(rec_path, idx_path=None, num_classes=None):
                 raise bad(entry[2], f"the .idx does not match the .rec: it skips bytes {offset}..{entry[2]} (a "
                                     f"record missing from the .idx)", entry)
             labels, end = _walk(fd, offset, file_size)
+            if entries is not None:
+                later = [e[2] for e in entries[position + 1:position + 2] if e[2] > offset]
+                problem = _damage(fd, offset, end, later[0] if later else None, file_size)
+                if problem is not None:
+                    resume = _next_good(fd, entries, position, file_size)
+                    if resume is not None:  # read on at the next record the .idx lists that has its framing
+                        for p in range(position, resume):
+                            damaged.append((p, entries[p][1], entries[p][2],
+                                            problem if p == position else "no RecordIO framing at its .idx offset"))
+                        position = resume
+                        offset = entries[resume][2] if resume < len(entries) else file_size
+                        continue
             if labels is None:
                 raise bad(offset, end, entry)
             problem = _label_problem(labels, num_classes)
@@ -117,8 +158,10 @@ def preflight(rec_path, idx_path=None, num_classes=None):
                 raise bad(offset, problem, entry)
             lo, hi = min(lo, *labels), max(hi, *labels)
             offset, position = end, position + 1
-        if position == 0:
-            raise BadRecordFile(f"{rec_path}: no records (an empty file)")
+        if position == 0 or len(damaged) == position:
+            raise BadRecordFile(f"{rec_path}: no records (an empty file)" if position == 0 else
+                                f"{rec_path}: no record at any offset of {idx_path} has RecordIO framing (an .idx "
+                                f"of another file?)")
         if offset != file_size:
             labels, _ = _walk(fd, offset, file_size)
             raise BadRecordFile(f"{rec_path}: {file_size - offset} bytes after the last record listed in {idx_path} "
@@ -126,4 +169,5 @@ def preflight(rec_path, idx_path=None, num_classes=None):
                                 + ("records missing from the .idx" if labels else "not a record (trailing garbage)"))
     finally:
         os.close(fd)
-    return PreflightSummary(rec_path, idx_path, position, file_size, lo, hi, round(time.time() - start, 3))
+    return PreflightSummary(rec_path, idx_path, position, file_size, lo, hi, round(time.time() - start, 3),
+                            tuple(damaged))

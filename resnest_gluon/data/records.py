@@ -118,8 +118,13 @@ class RecordImageDataset(mx.gluon.data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, i):
-        payload = self._record.read_idx(self.keys[i])
-        return decode_record(payload, f"{self.rec_path} record #{i} (key {self.keys[i]})")
+        where = f"{self.rec_path} record #{i} (key {self.keys[i]})"
+        try:
+            payload = self._record.read_idx(self.keys[i])
+        except mx.base.MXNetError as err:  # its framing is broken; the reader still reads the others by offset
+            raise CorruptRecordError(f"{where}: unreadable record framing ({str(err).strip().splitlines()[-1]})") \
+                from None
+        return decode_record(payload, where)
 
 
 def iter_records(rec_path):

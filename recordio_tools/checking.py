@@ -24,7 +24,7 @@ import mxnet as mx
 from PIL import Image
 from tqdm import tqdm
 
-from resnest_gluon.data.records import IR_HEADER, read_idx_entries
+from resnest_gluon.data.records import IR_HEADER, CorruptRecordError, read_idx_entries, unpack_record
 
 from . import images
 from .reader import RecordReader
@@ -88,17 +88,20 @@ class _Scan:
         if len(buf) < _IR_SIZE:
             self.problem("record of %d bytes is too short for an image header" % len(buf), position, None, offset)
             return None
-        header, payload = mx.recordio.unpack(buf)
-        labels = _label_values(header)
-        rec = {"position": position, "offset": offset, "id": header.id, "labels": labels}
+        try:
+            header, payload = unpack_record(buf)
+        except CorruptRecordError as e:  # still a record (its framing is whole): listed, not decoded
+            record_id = IR_HEADER.unpack_from(buf)[2]
+            header, payload = None, None
+            self.problem(str(e).split(": ", 1)[1], position, record_id, offset)
+        labels = _label_values(header) if header is not None else []
+        rec = {"position": position, "offset": offset, "id": header.id if header else record_id, "labels": labels}
         self.records.append(rec)
         self.by_offset[offset] = rec
         self.records_by_position[position] = rec
         self.labels.update(labels)
         for v in labels:
-            if not math.isfinite(v):
-                self.problem("label %r is not finite" % v, position, header.id, offset)
-            elif self.num_classes is not None and (v != int(v) or not 0 <= v < self.num_classes):
+            if self.num_classes is not None and (v != int(v) or not 0 <= v < self.num_classes):
                 self.problem("label %g is not an integer in [0, %d)" % (v, self.num_classes),
                              position, header.id, offset)
         return payload
@@ -153,7 +156,8 @@ def _sequential(scan, reader, file_size, decode_all, progress, idx_offsets=()):
 def _sampled(scan, reader, positions):
     for position in positions:
         reader.seek(scan.records_by_position[position]["offset"])
-        yield position, mx.recordio.unpack(reader.read())[1]
+        if scan.records_by_position[position]["labels"]:  # a damaged header was reported by the sequential read
+            yield position, mx.recordio.unpack(reader.read())[1]
 
 
 def _default_signals():
@@ -197,14 +201,14 @@ def _check_idx(scan, idx_path, file_size):
                 try:  # not reached sequentially (e.g. after a framing error): read it directly
                     reader.seek(offset)
                     buf = reader.read()
-                    header = mx.recordio.unpack(buf)[0] if buf and len(buf) >= _IR_SIZE else None
+                    header = IR_HEADER.unpack_from(buf) if buf and len(buf) >= _IR_SIZE else None
                 except mx.base.MXNetError:
                     header = None
                 if header is None:
                     scan.problem("%s: no valid record at this offset (not a record start, or the record is cut off)"
                                  % where, None, key, offset, "idx")
                     continue
-                record_id, position = header.id, None
+                record_id, position = header[2], None
             else:
                 record_id, position = rec["id"], rec["position"]
                 indexed.add(offset)

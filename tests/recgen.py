@@ -4,6 +4,7 @@ Record ``i`` carries label ``i`` (so every sample can be traced back to its reco
 mean colour is :func:`record_colour` ``(i)`` plus a smooth pattern, so resizing and cropping actually matter.
 """
 import os
+import struct
 
 import mxnet as mx
 import numpy as np
@@ -94,4 +95,16 @@ def break_framing(rec_path, idx_path, indices, how="magic"):
                 lrec = int.from_bytes(f.read(4), "little")
                 f.seek(offsets[i] + 4)
                 f.write((lrec + 64).to_bytes(4, "little"))
+    return [offsets[i] for i in indices]
+
+
+def break_header(rec_path, idx_path, indices, how="flag"):
+    """Damages the image header of the records at ``indices`` (file order) in place, framing left whole:
+    ``how="flag"`` makes it promise 2**30 extra labels, ``"label"`` makes its label NaN. Returns their offsets."""
+    with open(idx_path) as f:
+        offsets = sorted(int(line.split("\t")[1]) for line in f if line.strip())
+    with open(rec_path, "r+b") as f:
+        for i in indices:
+            f.seek(offsets[i] + 8 + (0 if how == "flag" else 4))  # after the framing: flag (uint32), label (float32)
+            f.write((1 << 30).to_bytes(4, "little") if how == "flag" else struct.pack("<f", float("nan")))
     return [offsets[i] for i in indices]

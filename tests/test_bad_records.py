@@ -169,3 +169,22 @@ def test_records_with_broken_framing_are_left_out_by_both_paths(tmp_path):
         reported += loader.take_bad()
     assert sorted(reported) == [DAMAGED, 12]  # record 25 still decodes: its JPEG ends before the extra 64 bytes
     assert "unreadable record framing" in loader.dataset.problem(12)[2]
+
+
+def test_records_with_a_damaged_header_are_left_out_by_both_paths(tmp_path):
+    """Framing whole, header not: too many extra labels (numpy would raise reading them) or a NaN label (the loss
+    would turn NaN). The scan lists them, the fast path trains without them, the loader path replaces them."""
+    rec_path, idx_path, _ = recgen.make_rec(str(tmp_path / "train"), N, img_fmt=".jpg")
+    offsets = recgen.break_header(rec_path, idx_path, [5]) + recgen.break_header(rec_path, idx_path, [19], how="label")
+    bad = scan_bad_records(rec_path, idx_path)
+    assert [(b.index, b.key, b.offset) for b in bad] == [(5, 5, offsets[0]), (19, 19, offsets[1])]
+    assert all(b.reason.startswith("damaged header") for b in bad)
+    it = RecordTrainIter(rec_path, batch_size=4, data_shape=16, num_workers=1, shuffle=False, skip_bad=True)
+    assert sorted(int(v) for _, y in it for v in y.asnumpy()) == [i for i in range(N) if i not in (5, 19)]
+    loader = RecordTrainLoader(rec_path, batch_size=5, input_size=16, num_workers=1, rank=0, world=1, shuffle=False)
+    reported, labels = [], []
+    for _, y in loader:
+        reported += loader.take_bad()
+        labels += y.asnumpy().tolist()
+    assert sorted(reported) == [5, 19] and all(np.isfinite(labels))
+    assert "label nan is not a number" in loader.dataset.problem(19)[2]

@@ -153,6 +153,24 @@ def test_records_with_broken_framing_are_read_past_when_the_idx_says_where_the_n
     assert f"record #4 at byte offset {offsets[0]}: not the start of a record" in refused(rec)
 
 
+def test_a_damaged_header_with_whole_framing_is_listed_not_refused(good, tmp_path):
+    """A flag promising a billion extra labels (the check reads none of them) or a NaN label: the record is damaged,
+    the file is not, with or without its .idx; a whole header with a label beyond --num-classes is still refused."""
+    rec, idx = copy(good, tmp_path)
+    offsets = recgen.break_header(rec, idx, [3]) + recgen.break_header(rec, idx, [7], how="label")
+    summary = preflight(rec, num_classes=12)
+    assert [d[:3] for d in summary.damaged] == [(3, 3, offsets[0]), (7, 7, offsets[1])]
+    assert "it says 1073741824 labels follow it" in summary.damaged[0][3]
+    assert "label nan is not a number" in summary.damaged[1][3]
+    assert (summary.records, summary.label_min, summary.label_max) == (12, 0, 11)
+    os.remove(idx)
+    assert [d[:3] for d in preflight(rec, num_classes=12).damaged] == [(3, None, offsets[0]), (7, None, offsets[1])]
+    assert "label 11 is outside --num-classes 11" in refused(rec, num_classes=11)
+    rec, idx = copy(good, tmp_path, "all")
+    recgen.break_header(rec, idx, range(12), how="label")
+    assert "no record has a whole header (first: damaged header: label nan" in refused(rec)
+
+
 def test_an_idx_at_no_record_start_is_refused_not_read_past(good, tmp_path):
     rec, idx = copy(good, tmp_path)
     write_idx(idx, [(k, int(o) + 8) for k, o in idx_lines(idx)])

@@ -19,6 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import imagegen  # noqa: E402
+import recgen  # noqa: E402
 
 from recordio_tools import atomic, checking, listing, packing  # noqa: E402
 from recordio_tools.__main__ import main  # noqa: E402
@@ -361,6 +362,20 @@ def test_check_reads_past_a_record_with_broken_framing_at_the_next_idx_offset(pa
     os.remove(out + ".idx")  # without an index nothing says where the next record starts
     assert "the rest of the file cannot be read in order" in checking.describe_problem(
         checking.check(out, progress=False)["bad"][0])
+
+
+def test_check_lists_a_damaged_header_and_reads_on(packed, tmp_path):
+    _, prefix, report = packed
+    out = copy_pack(prefix, str(tmp_path / "header"))
+    offsets = recgen.break_header(out + ".rec", out + ".idx", [1]) + recgen.break_header(
+        out + ".rec", out + ".idx", [4], how="label")
+    summary = checking.check(out, progress=False)
+    assert not summary["ok"] and summary["records"] == report.packed
+    lines = [checking.describe_problem(b) for b in summary["bad"]]
+    assert len(lines) == 2, lines  # the .idx still matches; nothing else is wrong
+    assert lines[0].startswith("BAD record #1 (id ") and "at offset %d: damaged header: it says 1073741824 labels " \
+        "follow it" % offsets[0] in lines[0]
+    assert lines[1].startswith("BAD record #4 (id ") and "at offset %d: damaged header: label nan" % offsets[1] in lines[1]
 
 
 def test_check_reports_a_wrong_idx_offset(packed, tmp_path, capsys):

@@ -373,44 +373,51 @@ def test_the_learning_rate_follows_the_batch_and_says_so(recs, tmp_path):
     assert ckpt["run"]["lr_rule"] == "linear" and ckpt["run"]["effective_lr"] == 0.003125
 
 
-DAMAGED, EMPTY, BROKEN = 20, 77, 110  # the bad records of the `bad_rec` file (BROKEN: its framing)
+# The bad records of the `bad_rec` file: a damaged JPEG, an empty payload, broken framing (a zeroed magic word), and
+# two damaged headers with whole framing (2**30 extra labels promised; a NaN label).
+DAMAGED, EMPTY, BROKEN, FLAGGED, NAN_LABEL = 20, 77, 110, 45, 130
+BAD = (DAMAGED, EMPTY, FLAGGED, BROKEN, NAN_LABEL)
 
 
 @pytest.fixture(scope="module")
 def bad_rec(tmp_path_factory):
     rec = make_class_rec(str(tmp_path_factory.mktemp("bad") / "train"), 150, damaged=(DAMAGED,), empty=(EMPTY,))
     recgen.break_framing(rec, rec[:-4] + ".idx", [BROKEN])
+    recgen.break_header(rec, rec[:-4] + ".idx", [FLAGGED])
+    recgen.break_header(rec, rec[:-4] + ".idx", [NAN_LABEL], how="label")
     return rec
 
 
 @pytest.mark.parametrize("path", ["fast", "loader"])
 def test_bad_records_are_skipped_named_once_and_ranks_agree(bad_rec, tmp_path, path):
-    """A damaged JPEG, an empty payload and a broken magic word: both ranks train to the end (same steps), each
+    """Each kind of bad record (`BAD`): both ranks train to the end (same steps), no NaN loss, each
     record named once in stdout and metrics.jsonl with its index, byte offset and reason. The loader path meets them
     while training (two epochs: its shuffle deals every record within two), the fast path before (its scan) and
     reads a copy."""
     out = tmp_path / path
     flags = ["--no-auto-aug", "--num-epochs", "1"] if path == "fast" else ["--auto-aug", "--num-epochs", "2"]
-    proc = run(command(bad_rec, out, *flags, "--warmup-epochs", "0", "--max-bad-records-fraction", "0.03"))
+    proc = run(command(bad_rec, out, *flags, "--warmup-epochs", "0", "--max-bad-records-fraction", "0.05"))
     offsets = {int(k): int(o) for k, o in (line.split("\t") for line in open(bad_rec[:-4] + ".idx"))}
     found = events(out, "bad_record")
     assert [(r["index"], r["key"], r["offset"]) for r in sorted(found, key=lambda r: r["index"])] == [
-        (DAMAGED, DAMAGED, offsets[DAMAGED]), (EMPTY, EMPTY, offsets[EMPTY]), (BROKEN, BROKEN, offsets[BROKEN])]
+        (i, i, offsets[i]) for i in sorted(BAD)]
     assert all(r["reason"] and r["rec"] == bad_rec for r in found)
+    assert sum(r["reason"].startswith("damaged header") for r in found) == 2
     named = [ln for ln in proc.stdout.splitlines() if "bad record:" in ln]
-    assert len(named) == 3 and any(f"record #{DAMAGED} (.idx key {DAMAGED}) at byte offset {offsets[DAMAGED]}" in ln
+    assert len(named) == len(BAD) and any(f"record #{DAMAGED} (.idx key {DAMAGED}) at byte offset {offsets[DAMAGED]}" in ln
                                    for ln in named), named
     assert [e["epoch"] for e in epochs(out)] == ([1] if path == "fast" else [1, 2])
+    assert all(np.isfinite(e["loss"]) for e in epochs(out))
     assert_ranks_agree(out)
 
 
 @pytest.mark.parametrize("path", ["fast", "loader"])
 def test_too_many_bad_records_stop_the_run_with_exit_7(bad_rec, tmp_path, path):
-    """The default limit (0.1%): the fast path stops before training (its scan found 3 of 150), the loader path at
+    """The default limit (0.1%): the fast path stops before training (its scan found 5 of 150), the loader path at
     the step that met the first (1 of 150), on every rank."""
     flags = ["--no-auto-aug"] if path == "fast" else ["--auto-aug"]
     proc = run(command(bad_rec, tmp_path / "strict", *flags, "--num-epochs", "2", "--warmup-epochs", "0"), fails=True)
     assert "exit with status code 7" in proc.stdout + proc.stderr
-    found = "3 of 150 records are undecodable (2.00%" if path == "fast" else "1 of 150 records are undecodable (0.67%"
+    found = "5 of 150 records are undecodable (3.33%" if path == "fast" else "1 of 150 records are undecodable (0.67%"
     assert f"{found} > --max-bad-records-fraction 0.001); not training on damaged data" in proc.stderr
     assert not glob.glob(str(tmp_path / "strict" / "ckpt-*"))

@@ -27,7 +27,7 @@ __all__ = ["BadRecord", "TooManyBadRecords", "EXIT_BAD_RECORDS", "scan_bad_recor
            "check_bad_fraction", "cache_dir_for"]
 
 EXIT_BAD_RECORDS = 7  # train_imagenet.py's exit code when the bad share passes --max-bad-records-fraction
-_SCAN_VERSION = 3  # 3: records with broken framing are read past and listed
+_SCAN_VERSION = 4  # 3: records with broken framing are read past and listed; 4: damaged headers too
 
 
 class TooManyBadRecords(RuntimeError):
@@ -84,12 +84,12 @@ def _identity(rec_path, idx_path):
 
 def _is_undecodable(problem):
     """The problems of a ``recordio_tools`` check that make a record unusable for training while the file stays
-    readable: an image that does not decode, a header cut short, a record whose framing is broken where the .idx says
-    where the next one starts (file-level framing, .idx and label problems are the start-up check's: they stop the
-    run by name)."""
+    readable: an image that does not decode, a header cut short or damaged, a record whose framing is broken where
+    the .idx says where the next one starts (file-level framing, .idx and label problems are the start-up check's:
+    they stop the run by name)."""
     error = problem["error"]
     return problem["source"] == "rec" and problem["offset"] is not None and (
-        error.startswith("cannot decode") or "too short for an image header" in error
+        error.startswith(("cannot decode", "damaged header")) or "too short for an image header" in error
         or (error.startswith("unreadable record framing") and "read on at the next .idx offset" in error))
 
 

@@ -6,16 +6,18 @@ a run, or hang Horovod when one rank's reader dies. Here each record costs one s
 Undecodable images are the full check's job (``python -m recordio_tools check``, ``train_imagenet.py
 --check-data``).
 
-A record whose own framing or header is broken (a bad disk block in the middle of a file) is not a broken file
-when the ``.idx`` says where the next good record starts: it is listed in ``PreflightSummary.damaged`` and training
-leaves it out like an undecodable image. Without an ``.idx`` nothing says where to read on, so it is refused.
+A record whose own framing is broken (a bad disk block in the middle of a file) is not a broken file when the
+``.idx`` says where the next good record starts: it is listed in ``PreflightSummary.damaged`` and training leaves
+it out like an undecodable image. Without an ``.idx`` nothing says where to read on, so it is refused. A record
+whose framing is whole but whose header is damaged (more extra labels than it holds, a label that is not a number)
+is listed there too, with or without an ``.idx``.
 """
 import math
 import os
 import time
 from dataclasses import dataclass
 
-from .records import IR_HEADER, default_idx_path, read_frame, read_idx_entries
+from .records import IR_HEADER, default_idx_path, header_damage, read_frame, read_idx_entries
 
 __all__ = ["BadRecordFile", "PreflightSummary", "preflight"]
 
@@ -50,7 +52,8 @@ def _damage(fd, offset, end, nxt, file_size):
 
 
 def _walk(fd, offset, file_size):
-    """``(labels, end)`` of the record starting at ``offset``, or ``(None, problem)``; follows continuation parts."""
+    """``(labels, end)`` of the record starting at ``offset``, or ``(None, problem)``; follows continuation parts.
+    ``labels`` is the header's damage (a str, :func:`header_damage`) when the framing is whole but the header not."""
     frame = read_frame(fd, offset, IR_HEADER.size)
     if frame is None or frame[0] not in (0, 1):
         return None, "not the start of a record (no RecordIO framing there)"
@@ -59,9 +62,10 @@ def _walk(fd, offset, file_size):
         return None, f"a record of {length} bytes is too short for an image header"
     flag, label, _, _ = IR_HEADER.unpack(header)
     labels = [label]
-    if flag > 0:  # flag extra float32 labels follow the header
+    if 0 < 4 * flag <= length - IR_HEADER.size:  # flag extra float32 labels follow the header
         extra = os.pread(fd, 4 * flag, offset + 8 + IR_HEADER.size)
         labels = list(memoryview(extra).cast("f")) if len(extra) == 4 * flag else [math.nan]
+    labels = header_damage(flag, labels, length - IR_HEADER.size) or labels
     while cflag in (1, 2):  # a payload split at an embedded magic word: walk to its last part
         if end >= file_size:
             break
@@ -88,8 +92,6 @@ def _next_good(fd, entries, position, file_size):
 
 def _label_problem(labels, num_classes):
     for v in labels:
-        if not math.isfinite(v):
-            return f"label {v!r} is not finite"
         if num_classes is not None and (v != int(v) or not 0 <= v < num_classes):
             return f"label {v:g} is outside --num-classes {num_classes} (must be an integer in [0, {num_classes}))"
     return None
@@ -153,6 +155,10 @@ def preflight(rec_path, idx_path=None, num_classes=None):
                         continue
             if labels is None:
                 raise bad(offset, end, entry)
+            if isinstance(labels, str):  # framing whole, header damaged: the next record starts at `end`
+                damaged.append((position, entry[1] if entry else None, offset, labels))
+                offset, position = end, position + 1
+                continue
             problem = _label_problem(labels, num_classes)
             if problem:
                 raise bad(offset, problem, entry)
@@ -160,6 +166,8 @@ def preflight(rec_path, idx_path=None, num_classes=None):
             offset, position = end, position + 1
         if position == 0 or len(damaged) == position:
             raise BadRecordFile(f"{rec_path}: no records (an empty file)" if position == 0 else
+                                f"{rec_path}: no record has a whole header (first: {damaged[0][3]})"
+                                if all(d[3].startswith("damaged header") for d in damaged) else
                                 f"{rec_path}: no record at any offset of {idx_path} has RecordIO framing (an .idx "
                                 f"of another file?)")
         if offset != file_size:

@@ -3,6 +3,7 @@
 Decoding uses OpenCV directly (``cv2.imdecode``), the same decoder ``mx.io.ImageRecordIter`` and
 ``mx.image.imdecode`` use here, so worker processes return plain numpy arrays and never touch MXNet's engine.
 """
+import math
 import os
 import struct
 
@@ -11,7 +12,8 @@ import mxnet as mx
 import numpy as np
 
 __all__ = ["CorruptRecordError", "count_records", "default_idx_path", "decode_record", "RecordImageDataset",
-           "iter_records", "max_label", "RECORD_MAGIC", "IR_HEADER", "read_frame", "read_idx_entries"]
+           "header_damage", "iter_records", "max_label", "RECORD_MAGIC", "IR_HEADER", "read_frame", "read_idx_entries",
+           "unpack_record"]
 
 # RecordIO framing (dmlc-core recordio.h): each part of a record is the magic word, a uint32 whose top 3 bits are
 # the continuation flag (0 whole record, 1 first, 2 middle, 3 last part; a payload containing the magic word is
@@ -85,12 +87,33 @@ def count_records(idx_path):
     return len(read_idx_keys(idx_path))
 
 
+def header_damage(flag, labels, room):
+    """Why an image header whose framing is intact cannot be what a packer wrote, or None: its flag promises more
+    extra labels than the ``room`` bytes after it hold, or a label is not a finite number. A bad disk block does
+    this; a wrong but whole label (outside ``--num-classes``) is the dataset's problem, not damage."""
+    if 4 * flag > room:
+        return f"damaged header: it says {flag} labels follow it, the record has room for {room // 4}"
+    bad = [v for v in labels if not math.isfinite(v)]
+    return f"damaged header: label {bad[0]!r} is not a number" if bad else None
+
+
+def unpack_record(payload, where=""):
+    """``mx.recordio.unpack(payload)`` (header, image bytes), or ``CorruptRecordError`` naming ``where`` when the
+    header is cut short or damaged (:func:`header_damage`), instead of numpy's error or a NaN label."""
+    if len(payload) < IR_HEADER.size:
+        raise CorruptRecordError(f"{where}: record of {len(payload)} bytes is too short for an image header")
+    flag, label = IR_HEADER.unpack_from(payload)[:2]
+    room = len(payload) - IR_HEADER.size
+    labels = np.frombuffer(payload, np.float32, flag, IR_HEADER.size).tolist() if 0 < 4 * flag <= room else [label]
+    problem = header_damage(flag, labels, room)
+    if problem:
+        raise CorruptRecordError(f"{where}: {problem}")
+    return mx.recordio.unpack(payload)
+
+
 def decode_record(payload, where=""):
     """``(RGB uint8 HWC image, label)`` from a packed record; ``CorruptRecordError`` naming ``where`` otherwise."""
-    try:
-        header, img_bytes = mx.recordio.unpack(payload)
-    except Exception as err:  # a truncated header
-        raise CorruptRecordError(f"{where}: not a valid record ({err})") from None
+    header, img_bytes = unpack_record(payload, where)
     img = cv2.imdecode(np.frombuffer(img_bytes, np.uint8), cv2.IMREAD_COLOR) if img_bytes else None
     if img is None:
         raise CorruptRecordError(f"{where}: payload of {len(img_bytes)} bytes is not a decodable image")

@@ -11,7 +11,6 @@ Limitation: RecordIO has no checksums. Flipped bytes inside a JPEG's entropy-cod
 import bisect
 import io
 import logging
-import math
 import multiprocessing
 import os
 import random

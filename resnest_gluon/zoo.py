@@ -198,7 +198,18 @@ def get_model(name, pretrained=False, ctx=mx.cpu(), root=None, classes=1000, **k
 
     Without ``pretrained`` the network is returned uninitialised, as in GluonCV: call ``net.initialize()``.
     The returned network carries ``net.model_name`` and ``net.data_config`` (a :class:`DataConfig`).
+
+    Dense prediction models (``deeplab_resnest50``, ...: :func:`resnest_gluon.dense.list_dense_models`) are built
+    here too, with ``classes`` an int or a list of class names and ``pretrained_base`` for the backbone's weights.
     """
+    from .dense import get_dense_model, split_dense_name  # gluoncv is imported only when one is built
+
+    if split_dense_name(name):
+        if pretrained:
+            raise ValueError(f"{name}: this project publishes no {name} weights; build it with "
+                             f"pretrained_base=True (ImageNet backbone), or load GluonCV's published file of the same "
+                             f"model with resnest_gluon.dense.load_gluoncv_params")
+        return get_dense_model(name, classes, ctx=ctx, root=root, **kwargs)
     cfg = get_config(name)
     arch = {**cfg.arch, **kwargs}
     if pretrained and classes != 1000 and not arch.get("features_only"):
@@ -235,18 +246,21 @@ def classes_in_params(path):
     return None
 
 
-def load_weights(net, path, ctx=mx.cpu()):
+def load_weights(net, path, ctx=mx.cpu(), rename=None):
     """Loads a ``.params`` file into ``net`` by parameter name, with errors that name the model and the mismatch.
 
     DropBlock probabilities are run-time state, not weights: they may be absent from (or extra in) the file. A
     backbone (``features_only``) takes a classification file and leaves its classifier out. A classifier of
-    another size, a missing or unexpected weight, or another shape raise ``ValueError``.
+    another size, a missing or unexpected weight, or another shape raise ``ValueError``. ``rename`` maps the file's
+    names to the model's (another library's layout of the same weights).
     """
     model = getattr(net, "model_name", type(net).__name__)
     loaded = read_params(path)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} holds unnamed arrays, not a parameter file saved with save_parameters()")
     loaded = {k.split(":", 1)[-1]: v for k, v in loaded.items()}  # accept export()'s 'arg:'/'aux:' prefixes
+    if rename is not None:
+        loaded = {rename(k): v for k, v in loaded.items()}
     params = net._collect_params_with_prefix()
     if loaded and not set(loaded) & set(params):
         loaded = _structural_names(net, loaded)

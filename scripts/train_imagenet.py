@@ -54,7 +54,7 @@ def parse_args(argv=None):
     small = RECIPES["small"].summary.split(": ", 1)[1].replace("%", "%%")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
                    help="defaults for a kind of data: 'imagenet' (the official recipe, every default shown below) or "
-                        f"'small' (thousands of images from scratch: {small}); flags given on the command line "
+                        f"'small' (thousands of images, from scratch or fine-tuning: {small}); flags given on the command line "
                         "override the recipe")
     d = p.add_argument_group("data")
     d.add_argument("--rec-train", required=True, help="training .rec")

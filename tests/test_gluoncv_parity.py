@@ -30,3 +30,23 @@ def test_gluoncv_params_file_loads_by_name_with_equal_logits(name, tmp_path):
     np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=0, atol=1e-4)
     ref.hybridize()
     np.testing.assert_allclose(net(x).asnumpy(), ref(x).asnumpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, gluoncv_kwargs, output_stride", [
+    ("resnest50", dict(dilated=True), 8), ("resnest50", dict(dilation=2), 16), ("resnest101", dict(dilated=True), 8)])
+def test_gluoncv_dilated_backbone_loads_by_name_with_equal_outputs(name, gluoncv_kwargs, output_stride, tmp_path):
+    """GluonCV's dilated ResNeSt (what its DeepLabV3 and FPN detectors are built on) and ours at the same output
+    stride: one weight file, the same logits, so every stage (strides, dilations, pools) computes the same."""
+    mx.random.seed(2)
+    ref = gluoncv_zoo.get_model(name, pretrained=False, **gluoncv_kwargs)
+    ref.initialize(mx.init.Xavier(magnitude=2))
+    randomize_bn(ref, seed=2)
+    path = str(tmp_path / f"{name}-os{output_stride}.params")
+    ref.save_parameters(path)
+    x = mx.nd.random.uniform(-2, 2, shape=(1, 3, 96, 128))
+    expected = ref(x).asnumpy()
+    net = load_weights(get_model(name, output_stride=output_stride), path)
+    net.hybridize(static_alloc=True, static_shape=True)
+    np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=0, atol=1e-4)
+    classification = load_weights(get_model(name), path)  # same file, other strides: other numbers
+    assert np.abs(classification(x).asnumpy() - expected).max() > 1e-3

@@ -125,6 +125,28 @@ def test_multi_stage_features_for_detection_backbones(tmp_path):
         get_model("resnest14", features_only=True, out_indices=(5,))
 
 
+@pytest.mark.parametrize("output_stride, strides", [(16, (2, 4, 8, 16, 16)), (8, (2, 4, 8, 8, 8))])
+def test_dilated_backbones_keep_resolution_and_take_the_classification_weights(output_stride, strides, tmp_path):
+    """Dense prediction: the last stages stop striding and dilate instead; the parameters are the classification
+    model's, name for name and shape for shape, so its weight file loads unchanged."""
+    full = get_model("resnest26")
+    full.initialize()
+    randomize_bn(full)
+    path = str(tmp_path / "full.params")
+    full.save_parameters(path)
+    net = load_weights(get_model("resnest26", features_only=True, output_stride=output_stride), path)
+    net.hybridize()
+    feats = net(mx.nd.random.uniform(shape=(1, 3, 128, 96)))
+    assert net.feature_strides == strides
+    assert [f.shape[2:] for f in feats] == [(128 // s, 96 // s) for s in strides]
+    dilations = [b.conv2.conv._kwargs["dilate"] for b in net.layer4]
+    assert dilations == ([(1, 1), (2, 2)] if output_stride == 16 else [(2, 2), (4, 4)])
+    assert net.layer4[0].use_avd  # GluonCV's first dilated block keeps its average pool, at stride 1
+    assert get_model("resnest26", dilated=True).output_stride == 8
+    with pytest.raises(ValueError, match="output_stride must be one of"):
+        get_model("resnest26", output_stride=4)
+
+
 def test_hybridize_export_and_symbolblock_round_trip(tmp_path):
     net = get_model("resnest14")
     net.initialize(mx.init.Xavier())

@@ -168,7 +168,7 @@ def test_a_damaged_header_with_whole_framing_is_listed_not_refused(good, tmp_pat
     assert "label 11 is outside --num-classes 11" in refused(rec, num_classes=11)
     rec, idx = copy(good, tmp_path, "all")
     recgen.break_header(rec, idx, range(12), how="label")
-    assert "no record has a whole header (first: damaged header: label nan" in refused(rec)
+    assert "no usable record (the first: damaged header: label nan" in refused(rec)
 
 
 def test_an_idx_at_no_record_start_is_refused_not_read_past(good, tmp_path):

@@ -2,6 +2,7 @@
 per-epoch seeding of the input pipeline, recipe defaults and the resume check."""
 import json
 import math
+from argparse import Namespace
 import os
 
 import importlib.util
@@ -18,7 +19,8 @@ from resnest_gluon.data import RecordTrainIter  # noqa: E402
 from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,  # noqa: E402
                                     dropblock_prob_at, latest_checkpoint, plot_curves)
 from resnest_gluon.training.loop import (ResumeMismatch, build_train_data, check_resume,  # noqa: E402
-                                         eval_data_config, resolve_model_defaults)
+                                         eval_data_config, fresh_classifier_reason, resolve_model_defaults)
+from resnest_gluon.trained import ModelInfo, write_info  # noqa: E402
 from resnest_gluon.zoo import get_config, get_model  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
@@ -240,3 +242,23 @@ def test_learning_rate_rule_and_old_runs_keep_their_meaning(tmp_path):
     (tmp_path / "ckpt-0001.json").write_text(json.dumps({"epoch": 1, "files": files, "run": {"lr": 0.05}}))
     old = run_learning_rate(argparse.Namespace(**{**vars(args), "resume": str(tmp_path)}), world=2)
     assert old.effective == 0.1 and "from before the lr followed the batch" in old.describe()
+
+
+def test_fine_tuning_gets_a_fresh_classifier_when_the_classes_are_others(tmp_path):
+    """From a 10-class checkpoint of digits: another count, or 10 other names, start a new classifier; the same
+    names keep it, and so does a file or a dataset whose class names are unknown."""
+    digits = [str(i) for i in range(10)]
+    shapes = ["arrow", "circle", "crescent", "cross", "frame", "heart", "ring", "square", "star", "triangle"]
+    params = str(tmp_path / "ckpt-0008.params")
+    mx.nd.save(params, {"fc.weight": mx.nd.zeros((10, 4)), "fc.bias": mx.nd.zeros(10)})
+
+    def reason(num_classes, class_names):
+        return fresh_classifier_reason(Namespace(resume_params=params, num_classes=num_classes,
+                                                 class_names=class_names))
+
+    assert reason(10, shapes) is None  # a bare .params: nothing says what its rows mean
+    write_info(params, ModelInfo("resnest14", 10, get_config("resnest14").data, digits))
+    assert reason(5, None) == "its 10 classes are not this dataset's 5"
+    assert reason(10, shapes) == "its classes (0, 1, 2, ...) are not this dataset's (arrow, circle, crescent, ...)"
+    assert reason(10, digits) is None and reason(10, None) is None
+    assert fresh_classifier_reason(Namespace(resume_params=None)) is None

@@ -166,10 +166,9 @@ def preflight(rec_path, idx_path=None, num_classes=None):
             offset, position = end, position + 1
         if position == 0 or len(damaged) == position:
             raise BadRecordFile(f"{rec_path}: no records (an empty file)" if position == 0 else
-                                f"{rec_path}: no record has a whole header (first: {damaged[0][3]})"
-                                if all(d[3].startswith("damaged header") for d in damaged) else
                                 f"{rec_path}: no record at any offset of {idx_path} has RecordIO framing (an .idx "
-                                f"of another file?)")
+                                f"of another file?)" if not any(d[3].startswith("damaged header") for d in damaged)
+                                else f"{rec_path}: no usable record (the first: {damaged[0][3]})")
         if offset != file_size:
             labels, _ = _walk(fd, offset, file_size)
             raise BadRecordFile(f"{rec_path}: {file_size - offset} bytes after the last record listed in {idx_path} "

@@ -168,4 +168,10 @@ def iter_records(rec_path):
 
 def max_label(rec_path):
     """The largest label in a .rec, from the record headers alone (no image decoding): for error messages."""
-    return max(float(np.max(mx.recordio.unpack(payload)[0].label)) for _, payload in iter_records(rec_path))
+    labels = []
+    for _, payload in iter_records(rec_path):
+        try:
+            labels.append(float(np.max(unpack_record(payload)[0].label)))
+        except CorruptRecordError:
+            continue  # a damaged header is not a label
+    return max(labels, default=float("nan"))

@@ -27,7 +27,7 @@ from ..data.preflight import preflight
 from ..distributed import Distributed
 from ..dropblock import set_drop_prob
 from ..evaluation import evaluate
-from ..trained import ModelInfo, load_class_names
+from ..trained import ModelInfo, load_class_names, read_info
 from ..zoo import classes_in_params, get_config, get_model, load_weights
 from .bad_input import BadRecordWatch, prepare_fast_path
 from .checkpoint import CheckpointManager, latest_checkpoint
@@ -163,8 +163,29 @@ def resolve_context(args):
     return mx.gpu(gpus[args._local_rank % len(gpus)])
 
 
-def build_net(args, ctx):
-    """The model, fully initialised on ``ctx``: Xavier(gaussian, in, 2) like the official recipe, or loaded."""
+def fresh_classifier_reason(args):
+    """Why fine-tuning from ``--resume-params`` starts with a fresh classifier, or None when its rows are this
+    dataset's classes: another class count, or other class names (as the file's information and this dataset's
+    classes file say; at the same count, keeping rows that mean other classes only misleads the first steps)."""
+    if not args.resume_params:
+        return None
+    if not os.path.isfile(args.resume_params):
+        raise FileNotFoundError(f"--resume-params: no such file {args.resume_params}")
+    file_classes = classes_in_params(args.resume_params) or args.num_classes
+    if file_classes != args.num_classes:
+        return f"its {file_classes} classes are not this dataset's {args.num_classes}"
+    info = read_info(args.resume_params)
+    names = info.class_names if info else None
+    if names and args.class_names and tuple(names) != tuple(args.class_names):
+        def show(n):
+            return ", ".join(n[:3]) + (", ..." if len(n) > 3 else "")
+        return f"its classes ({show(names)}) are not this dataset's ({show(args.class_names)})"
+    return None
+
+
+def build_net(args, ctx, fresh_classifier=None):
+    """The model, fully initialised on ``ctx``: Xavier(gaussian, in, 2) like the official recipe, or loaded
+    (``fresh_classifier``: :func:`fresh_classifier_reason`, the file's classifier is replaced)."""
     kwargs = dict(dropblock_prob=args.dropblock_prob, final_drop=args.final_drop, last_gamma=args.last_gamma)
     if args.resume_params:
         if not os.path.isfile(args.resume_params):
@@ -177,7 +198,7 @@ def build_net(args, ctx):
             load_weights(net, args.resume_params, ctx=ctx)
         except ValueError as err:
             raise ValueError(f"--resume-params: {err}") from None
-        if file_classes != args.num_classes:  # fine-tuning on another label set: fresh classifier
+        if fresh_classifier or file_classes != args.num_classes:  # fine-tuning on another label set
             net.reset_classifier(args.num_classes, ctx=ctx)
     else:
         net = get_model(args.model, pretrained=args.pretrained, ctx=ctx, classes=args.num_classes, **kwargs)
@@ -308,7 +329,10 @@ def _train(args, stop):
     if args.max_steps_per_epoch:
         steps = min(steps, args.max_steps_per_epoch)
 
-    net = build_net(args, ctx)
+    fresh_classifier = fresh_classifier_reason(args)
+    if fresh_classifier and dist.is_root:
+        print(f"--resume-params {args.resume_params}: {fresh_classifier}: a fresh classifier")
+    net = build_net(args, ctx, fresh_classifier)
     if args.no_wd:
         apply_no_wd(net)
     if getattr(args, "classifier_lr_mult", 1.0) != 1.0:

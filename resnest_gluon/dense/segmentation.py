@@ -1,0 +1,83 @@
+"""DeepLabV3 on a dilated ResNeSt: GluonCV's ASPP head and auxiliary FCN head on our backbone.
+
+The heads are GluonCV's own classes (``gluoncv.model_zoo.deeplabv3._DeepLabHead``, ``fcn._FCNHead``), imported when
+a model is built, never when this package is imported (gluoncv refuses to import beside torch >= 2). Two things
+differ from GluonCV's ``DeepLabV3``, both without changing a number at GluonCV's own input size:
+- any input size: GluonCV fixes the output size (and the ASPP image pooling's) when the model is built, so a
+  hybridized model only takes its crop size; here both follow the input;
+- the backbone is one child, ``backbone`` (our ``ResNeSt`` with ``output_stride=8``), so its weights are ours by
+  name; GluonCV's files load through :func:`resnest_gluon.dense.load_gluoncv_params`.
+"""
+import mxnet as mx
+from mxnet.gluon import nn
+
+from ..zoo import get_model
+
+__all__ = ["DeepLabV3"]
+
+_BACKBONE_CHILDREN = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+
+
+def _size_free_image_pooling(pooling):
+    """Makes GluonCV's ASPP image pooling follow its input's size. It resizes a 1x1 map bilinearly to a size fixed at
+    construction; a bilinear resize of one pixel is a broadcast, so broadcasting to the input's size gives the same
+    numbers at that size and works at any other."""
+    def hybrid_forward(F, x):
+        return F.broadcast_like(pooling.gap(x), x, lhs_axes=(2, 3), rhs_axes=(2, 3))
+
+    pooling.hybrid_forward = hybrid_forward
+    return pooling
+
+
+class DeepLabV3(nn.HybridBlock):
+    """DeepLabV3 (ASPP rates 12, 24, 36 at output stride 8) on a dilated ResNeSt, as GluonCV's ``deeplab_resnest*``.
+
+    Parameters
+    ----------
+    backbone : str            any classification model name (``resnest50``, ``resnest101``, ...)
+    classes : int             number of classes (e.g. 150 for ADE20K, 21 for Pascal VOC)
+    aux : bool                also return the auxiliary FCN head's logits (on stage 3), for GluonCV's
+                              ``SoftmaxCrossEntropyLossWithAux``
+    pretrained_base : bool    load the backbone's ImageNet weights (``get_model(backbone, pretrained=True)``)
+    norm_layer, norm_kwargs   normalisation everywhere (e.g. ``mx.gluon.contrib.nn.SyncBatchNorm``, ``{"num_devices":
+                              n}`` for multi-GPU training, as GluonCV's recipes)
+
+    ``net(x)`` gives the logits at the input's size (``(logits, aux_logits)`` with ``aux``); ``predict(x)`` the main
+    logits only. The heads learn at 10x the backbone's rate (``lr_mult``), as in GluonCV.
+    """
+
+    def __init__(self, backbone="resnest50", classes=150, aux=True, pretrained_base=False, norm_layer=nn.BatchNorm,
+                 norm_kwargs=None, ctx=mx.cpu(), root=None, **kwargs):
+        super().__init__(**kwargs)
+        from gluoncv.model_zoo.deeplabv3 import _DeepLabHead
+        from gluoncv.model_zoo.fcn import _FCNHead
+
+        self.aux, self.num_classes, self.backbone_name = aux, classes, backbone
+        norm = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
+        with self.name_scope():
+            self.backbone = get_model(backbone, pretrained=pretrained_base, ctx=ctx, root=root, output_stride=8,
+                                      features_only=True, out_indices=(3, 4), **norm)
+            self.head = _DeepLabHead(classes, **norm)
+            _size_free_image_pooling(self.head.aspp.concurent[4])
+            self.auxlayer = _FCNHead(1024, classes, **norm) if aux else None
+        heads = [self.head] + ([self.auxlayer] if aux else [])
+        for head in heads:
+            head.initialize(ctx=ctx)
+            head.collect_params().setattr("lr_mult", 10)
+
+    def hybrid_forward(self, F, x):
+        c3, c4 = self.backbone(x)
+        out = F.contrib.BilinearResize2D(self.head(c4), like=x, mode="like")
+        if self.auxlayer is None:
+            return out
+        return out, F.contrib.BilinearResize2D(self.auxlayer(c3), like=x, mode="like")
+
+    def predict(self, x):
+        """The main head's logits at the size of ``x`` (N, classes, H, W)."""
+        out = self(x)
+        return out[0] if self.aux else out
+
+    @staticmethod
+    def gluoncv_name(name):
+        """Our parameter name for a name in GluonCV's ``DeepLabV3`` files (its backbone is spread over the model)."""
+        return "backbone." + name if name.split(".", 1)[0] in _BACKBONE_CHILDREN else name

@@ -1,0 +1,68 @@
+"""Dense prediction on our backbone with GluonCV's heads: GluonCV's files load by name and give the same outputs.
+
+gluoncv is a reference here (installed in .venv): the library imports it only when a dense model is built.
+"""
+import warnings
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from conftest import randomize_bn, run_python
+from resnest_gluon import get_model
+from resnest_gluon.dense import list_dense_models, load_gluoncv_params
+
+from gluoncv.model_zoo.deeplabv3 import DeepLabV3 as GluonCVDeepLabV3  # noqa: E402
+
+
+def gluoncv_deeplab(backbone, classes, height, width, path=None):
+    """GluonCV's DeepLabV3 (its output size is fixed when built), random weights, or the weights of ``path``."""
+    ref = GluonCVDeepLabV3(classes, backbone=backbone, pretrained_base=False, height=height, width=width)
+    if path:
+        ref.load_parameters(path)
+        return ref
+    with warnings.catch_warnings():  # its heads were initialised by its constructor
+        warnings.simplefilter("ignore")
+        ref.initialize(mx.init.Xavier(magnitude=2))
+    return randomize_bn(ref, seed=3)
+
+
+def test_deeplab_loads_gluoncvs_file_and_matches_it_at_any_size(tmp_path):
+    """GluonCV's deeplab_resnest50 layout (as its ADE20K file) loads into ours; main and auxiliary logits agree
+    within 1e-4 at the size GluonCV was built for and, hybridized, at another size, where GluonCV needs a new model."""
+    mx.random.seed(3)
+    ref = gluoncv_deeplab("resnest50", 150, 96, 96)
+    path = str(tmp_path / "deeplab_resnest50_ade.params")
+    ref.save_parameters(path)
+    net = load_gluoncv_params(get_model("deeplab_resnest50", classes=150), path)
+    net.hybridize(static_alloc=True)
+    for h, w in ((96, 96), (64, 128)):
+        x = mx.nd.random.uniform(-2, 2, shape=(1, 3, h, w))
+        expected = (ref if (h, w) == (96, 96) else gluoncv_deeplab("resnest50", 150, h, w, path))(x)
+        out, aux = net(x)
+        assert out.shape == aux.shape == (1, 150, h, w)
+        assert expected[0].asnumpy().std() > 1e-2
+        np.testing.assert_allclose(out.asnumpy(), expected[0].asnumpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(aux.asnumpy(), expected[1].asnumpy(), rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(net.predict(x).asnumpy(), out.asnumpy())
+
+
+def test_deeplab_on_every_backbone_with_named_classes_and_heads_at_10x():
+    net = get_model("deeplab_resnest14", classes=["sky", "road", "car"], aux=False)
+    net.backbone.initialize()
+    assert net.class_names == ["sky", "road", "car"] and net.backbone.output_stride == 8
+    assert net(mx.nd.ones((1, 3, 40, 56))).shape == (1, 3, 40, 56)
+    params = net._collect_params_with_prefix()
+    assert all(p.lr_mult == (10 if k.startswith("head.") else 1) for k, p in params.items())
+    assert set(list_dense_models("deeplab_*")) == {"deeplab_" + n for n in __import__("resnest_gluon").list_models()}
+    sync = get_model("deeplab_resnest14", classes=3, norm_layer=mx.gluon.contrib.nn.SyncBatchNorm,
+                     norm_kwargs={"num_devices": 1})  # multi-GPU training, as GluonCV's recipes
+    assert {type(b).__name__ for b in (sync.backbone.bn1, sync.head.block[1], sync.auxlayer.block[1])} == {
+        "SyncBatchNorm"}
+    with pytest.raises(ValueError, match="publishes no deeplab_resnest50 weights"):
+        get_model("deeplab_resnest50", pretrained=True, classes=150)
+
+
+def test_importing_the_package_does_not_import_gluoncv():
+    proc = run_python("import sys, resnest_gluon, resnest_gluon.dense; print('gluoncv' in sys.modules)")
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]

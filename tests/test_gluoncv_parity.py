@@ -12,14 +12,20 @@ from conftest import randomize_bn
 from gluoncv import model_zoo as gluoncv_zoo  # noqa: E402  (installed in .venv by tools/setup_env.sh)
 
 
+def random_gluoncv(name, path, seed, **kwargs):
+    """GluonCV's model ``name`` with random weights (BN statistics too), saved to ``path``."""
+    mx.random.seed(seed)
+    ref = gluoncv_zoo.get_model(name, pretrained=False, **kwargs)
+    ref.initialize(mx.init.Xavier(magnitude=2))
+    randomize_bn(ref, seed=seed)
+    ref.save_parameters(path)
+    return ref
+
+
 @pytest.mark.parametrize("name", ["resnest14", "resnest26", "resnest50", "resnest101"])
 def test_gluoncv_params_file_loads_by_name_with_equal_logits(name, tmp_path):
-    mx.random.seed(1)
-    ref = gluoncv_zoo.get_model(name, pretrained=False)
-    ref.initialize(mx.init.Xavier(magnitude=2))
-    randomize_bn(ref, seed=1)
     path = str(tmp_path / f"{name}.params")
-    ref.save_parameters(path)
+    ref = random_gluoncv(name, path, seed=1)
     x = mx.nd.random.uniform(-2, 2, shape=(2, 3, 224, 224))
     expected = ref(x).asnumpy()
     assert expected.std() > 1e-2  # the weights are not trivial
@@ -35,14 +41,10 @@ def test_gluoncv_params_file_loads_by_name_with_equal_logits(name, tmp_path):
 @pytest.mark.parametrize("name, gluoncv_kwargs, output_stride", [
     ("resnest50", dict(dilated=True), 8), ("resnest50", dict(dilation=2), 16), ("resnest101", dict(dilated=True), 8)])
 def test_gluoncv_dilated_backbone_loads_by_name_with_equal_outputs(name, gluoncv_kwargs, output_stride, tmp_path):
-    """GluonCV's dilated ResNeSt (what its DeepLabV3 and FPN detectors are built on) and ours at the same output
-    stride: one weight file, the same logits, so every stage (strides, dilations, pools) computes the same."""
-    mx.random.seed(2)
-    ref = gluoncv_zoo.get_model(name, pretrained=False, **gluoncv_kwargs)
-    ref.initialize(mx.init.Xavier(magnitude=2))
-    randomize_bn(ref, seed=2)
+    """GluonCV's dilated ResNeSt (what its DeepLabV3 is built on) and ours at the same output stride: one weight
+    file, the same logits, so every stage (strides, dilations, pools) computes the same."""
     path = str(tmp_path / f"{name}-os{output_stride}.params")
-    ref.save_parameters(path)
+    ref = random_gluoncv(name, path, seed=2, **gluoncv_kwargs)
     x = mx.nd.random.uniform(-2, 2, shape=(1, 3, 96, 128))
     expected = ref(x).asnumpy()
     net = load_weights(get_model(name, output_stride=output_stride), path)

@@ -303,8 +303,8 @@ def _structural_names(net, loaded):
 
 
 def _shape_fits(model_shape, file_shape):
-    """Shapes agree, treating 0 in a not-yet-inferred model shape as unknown."""
-    return len(model_shape) == len(file_shape) and all(m in (0, f) for m, f in zip(model_shape, file_shape))
+    """Shapes agree, treating 0 in a not-yet-inferred model shape (or no shape at all) as unknown."""
+    return model_shape is None or len(model_shape) == len(file_shape) and all(m in (0, f) for m, f in zip(model_shape, file_shape))
 
 
 def _constructor(name):

@@ -12,6 +12,7 @@ from conftest import randomize_bn, run_python
 from resnest_gluon import get_model
 from resnest_gluon.dense import list_dense_models, load_gluoncv_params
 
+from gluoncv import model_zoo as gluoncv_zoo  # noqa: E402
 from gluoncv.model_zoo.deeplabv3 import DeepLabV3 as GluonCVDeepLabV3  # noqa: E402
 
 
@@ -66,3 +67,59 @@ def test_deeplab_on_every_backbone_with_named_classes_and_heads_at_10x():
 def test_importing_the_package_does_not_import_gluoncv():
     proc = run_python("import sys, resnest_gluon, resnest_gluon.dense; print('gluoncv' in sys.modules)")
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
+def random_detector(net, shape, seed):
+    """Random weights everywhere, BN statistics and affine terms included (GluonCV's FPN asks Xavier of its 1-D
+    BN parameters when left to itself, so those are set first)."""
+    rng = np.random.RandomState(seed)
+    mx.random.seed(seed)
+    for name, p in net.collect_params().items():
+        if name.endswith(("gamma", "beta", "_mean", "_var")):
+            p.init = mx.init.One() if name.endswith(("gamma", "_var")) else mx.init.Zero()
+    net.initialize(mx.init.Xavier(magnitude=2))
+    net(mx.nd.zeros(shape))
+    for name, p in net._collect_params_with_prefix().items():
+        if name.endswith(("running_mean", "moving_mean", "beta")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.1, p.shape)))
+        elif name.endswith(("running_var", "moving_var", "gamma")):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+    return net
+
+
+def assert_same_detections(expected, got):
+    """The same detections (class id, score within 1e-5, box within 0.1 px: box deltas are scaled by anchors of up to
+    512 px), compared as sets: with random weights every
+    score is near 1 / classes, so float rounding reorders rows, and among thousands of near-equal boxes an NMS
+    decision may flip: at most 0.1 % of the detections may have no counterpart."""
+    (ids, scores, boxes), (ids2, scores2, boxes2) = ([a.asnumpy()[0] for a in d] for d in (expected, got))
+    valid, valid2 = ids[:, 0] >= 0, ids2[:, 0] >= 0
+    assert valid.sum() > 1000 and abs(int(valid.sum()) - int(valid2.sum())) <= 0.001 * valid.sum()
+    order = np.argsort(scores[valid, 0])
+    ids, scores, boxes = ids[valid, 0][order], scores[valid, 0][order], boxes[valid][order]
+    unmatched = 0
+    for i, s, b in zip(ids2[valid2, 0], scores2[valid2, 0], boxes2[valid2]):
+        lo, hi = np.searchsorted(scores, [s - 1e-5, s + 1e-5])
+        near = slice(lo, hi)
+        unmatched += not np.any((ids[near] == i) & (np.abs(boxes[near] - b).max(axis=1) < 0.1))
+    assert unmatched <= 0.001 * valid.sum(), unmatched
+
+
+@pytest.mark.parametrize("backbone", ["resnest50", "resnest101"])
+def test_faster_rcnn_fpn_loads_gluoncvs_file_and_detects_the_same(backbone, tmp_path):
+    """GluonCV's faster_rcnn_fpn_syncbn_<backbone>_coco (random weights, saved) loads into ours: same class ids,
+    scores and boxes on the same image."""
+    shape = (1, 3, 160, 224)
+    ref = random_detector(gluoncv_zoo.get_model(f"faster_rcnn_fpn_syncbn_{backbone}_coco", pretrained=False,
+                                                pretrained_base=False), shape, seed=4)
+    path = str(tmp_path / f"faster_rcnn_fpn_syncbn_{backbone}_coco.params")
+    ref.save_parameters(path)
+    net = load_gluoncv_params(get_model(f"faster_rcnn_fpn_{backbone}", classes=ref.classes), path)
+    assert net.classes == ref.classes and net.class_names == list(ref.classes)
+    x = mx.nd.random.uniform(-2, 2, shape=shape)
+    assert_same_detections(ref(x), net(x))
+    own = str(tmp_path / "ours.params")
+    net.save_parameters(own)  # our own files carry our names and load back as they are
+    again = get_model(f"faster_rcnn_fpn_{backbone}", classes=ref.classes)
+    again.load_parameters(own)
+    assert_same_detections(ref(x), again(x))

@@ -1,20 +1,27 @@
-"""Dense prediction on ResNeSt backbones: segmentation (DeepLabV3), with GluonCV's heads.
+"""Dense prediction on ResNeSt backbones with GluonCV's heads: segmentation (DeepLabV3), detection (Faster R-CNN FPN).
 
-Names follow the classification registry: ``deeplab_<backbone>`` for every backbone ``list_models()`` knows, built
-by ``get_model("deeplab_resnest50", classes=150)``. gluoncv is imported only when such a model is built.
+Names follow the classification registry: ``deeplab_<backbone>`` and ``faster_rcnn_fpn_<backbone>`` for every
+backbone ``list_models()`` knows, built by ``get_model("deeplab_resnest50", classes=150)`` or
+``get_model("faster_rcnn_fpn_resnest50", classes=["cat", "dog"])``. gluoncv is imported only when one is built.
 """
 from ..zoo import list_models, load_weights
 
 __all__ = ["DENSE_KINDS", "get_dense_model", "list_dense_models", "load_gluoncv_params"]
 
 
-def _deeplab(backbone, **kwargs):
+def _deeplab(backbone, num_classes, class_names, **kwargs):
     from .segmentation import DeepLabV3
 
-    return DeepLabV3(backbone, **kwargs)
+    return DeepLabV3(backbone, num_classes, **kwargs)
 
 
-DENSE_KINDS = {"deeplab": _deeplab}
+def _faster_rcnn_fpn(backbone, num_classes, class_names, **kwargs):
+    from .detection import faster_rcnn_fpn
+
+    return faster_rcnn_fpn(backbone, class_names or [str(i) for i in range(num_classes)], **kwargs)
+
+
+DENSE_KINDS = {"deeplab": _deeplab, "faster_rcnn_fpn": _faster_rcnn_fpn}
 
 
 def list_dense_models(pattern=None):
@@ -51,7 +58,7 @@ def get_dense_model(name, classes, pretrained_base=False, ctx=None, root=None, *
         raise ValueError(f"unknown dense model {name!r}; known kinds {sorted(DENSE_KINDS)} on any of: "
                          f"{', '.join(list_models())}")
     kind, backbone = parts
-    net = DENSE_KINDS[kind](backbone, classes=classes, pretrained_base=pretrained_base, ctx=ctx or mx.cpu(),
+    net = DENSE_KINDS[kind](backbone, classes, class_names, pretrained_base=pretrained_base, ctx=ctx or mx.cpu(),
                             root=root, **kwargs)
     net.model_name, net.class_names = name.lower(), class_names
     return net

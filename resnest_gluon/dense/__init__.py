@@ -1,8 +1,10 @@
-"""Dense prediction on ResNeSt backbones with GluonCV's heads: segmentation (DeepLabV3), detection (Faster R-CNN FPN).
+"""Dense prediction on ResNeSt backbones with GluonCV's heads: segmentation (DeepLabV3), detection (Faster R-CNN FPN),
+instance segmentation (Mask R-CNN FPN).
 
-Names follow the classification registry: ``deeplab_<backbone>`` and ``faster_rcnn_fpn_<backbone>`` for every
-backbone ``list_models()`` knows, built by ``get_model("deeplab_resnest50", classes=150)`` or
-``get_model("faster_rcnn_fpn_resnest50", classes=["cat", "dog"])``. gluoncv is imported only when one is built.
+Names follow the classification registry: ``deeplab_<backbone>``, ``faster_rcnn_fpn_<backbone>`` and
+``mask_rcnn_fpn_<backbone>`` for every backbone ``list_models()`` knows, built by
+``get_model("deeplab_resnest50", classes=150)`` or ``get_model("mask_rcnn_fpn_resnest50", classes=["cat", "dog"])``.
+gluoncv is imported only when one is built.
 """
 from ..zoo import list_models, load_weights
 
@@ -21,7 +23,13 @@ def _faster_rcnn_fpn(backbone, num_classes, class_names, **kwargs):
     return faster_rcnn_fpn(backbone, class_names or [str(i) for i in range(num_classes)], **kwargs)
 
 
-DENSE_KINDS = {"deeplab": _deeplab, "faster_rcnn_fpn": _faster_rcnn_fpn}
+def _mask_rcnn_fpn(backbone, num_classes, class_names, **kwargs):
+    from .detection import mask_rcnn_fpn
+
+    return mask_rcnn_fpn(backbone, class_names or [str(i) for i in range(num_classes)], **kwargs)
+
+
+DENSE_KINDS = {"deeplab": _deeplab, "faster_rcnn_fpn": _faster_rcnn_fpn, "mask_rcnn_fpn": _mask_rcnn_fpn}
 
 
 def list_dense_models(pattern=None):

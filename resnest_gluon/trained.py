@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import mxnet as mx
 
 from .atomic import atomic_write, write_json
+from .dense import DenseDataConfig, default_data_config, dense_task, split_dense_name
 from .zoo import DataConfig, classes_in_params, get_config, get_model, load_weights
 
 __all__ = ["ModelInfo", "SCHEMA", "IMAGENET_CLASSES_FILE", "load_class_names", "info_path", "read_info",
@@ -45,7 +46,10 @@ class ModelInfo:
     arch: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "model", get_config(self.model).name)  # unknown names fail here, with hints
+        object.__setattr__(self, "model", canonical_name(self.model))  # unknown names fail here, with hints
+        expected = DenseDataConfig if is_dense(self.model) else DataConfig
+        if not isinstance(self.data_config, expected):
+            raise ValueError(f"{self.model} needs a {expected.__name__}, got {type(self.data_config).__name__}")
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         if self.class_names is not None:
@@ -64,12 +68,18 @@ class ModelInfo:
     def from_dict(cls, d):
         if d.get("schema") != SCHEMA:
             raise ValueError(f"schema {d.get('schema')!r}, expected {SCHEMA!r}")
-        return cls(d["model"], d["num_classes"], DataConfig.from_dict(d["data_config"]), d.get("class_names"),
+        config = DenseDataConfig if is_dense(d["model"]) else DataConfig
+        return cls(d["model"], d["num_classes"], config.from_dict(d["data_config"]), d.get("class_names"),
                    dict(d.get("arch") or {}))
 
     def build(self, ctx=mx.cpu(), **kwargs):
-        """The network (uninitialised), carrying ``model_name``, ``data_config``, ``class_names``, ``model_info``."""
-        net = get_model(self.model, ctx=ctx, classes=self.num_classes, **{**self.arch, **kwargs})
+        """The network (a classifier uninitialised), carrying ``model_name``, ``data_config``, ``class_names``,
+        ``model_info``. A dense model (:mod:`resnest_gluon.dense`) gets the class names when they are known."""
+        classes = self.num_classes
+        if is_dense(self.model) and self.class_names:
+            classes = list(self.class_names)
+        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in self.arch.items()}  # JSON gave lists
+        net = get_model(self.model, ctx=ctx, classes=classes, **{**arch, **kwargs})
         return _attach(net, self)
 
     def load(self, path, ctx=mx.cpu()):
@@ -85,6 +95,16 @@ class ModelInfo:
             net = mx.gluon.SymbolBlock.imports(path, ["data"], f"{m.group(1)}-0000.params", ctx=ctx)
         net.num_classes = self.num_classes
         return _attach(net, self)
+
+
+def is_dense(name):
+    """Whether ``name`` is a dense prediction model's (``deeplab_resnest50``, ``faster_rcnn_fpn_resnest50``, ...)."""
+    return split_dense_name(name) is not None
+
+
+def canonical_name(name):
+    """The registry's name for ``name`` (aliases resolved, lower case); ``ValueError`` with hints when unknown."""
+    return name.lower() if is_dense(name) else get_config(name).name
 
 
 def _attach(net, info):
@@ -164,11 +184,11 @@ def resolve(params=None, model=None, num_classes=None, class_names=None, data_ch
     naming both values; ``data_changes`` (``input_size``, ``crop_pct``, ``interpolation``, ...) replace the data
     config's. Without information (a bare ``.params``, or ``pretrained``): ``model`` (default ``resnest50``), the
     file's classifier size, and the model's registry data config. Class names default to the file's, else to the
-    ImageNet names for 1000 classes, else None.
+    ImageNet names for 1000 classes, else None. A dense model's bare file needs ``model`` and the classes.
     """
     info = read_info(params) if params else None
     source = f"{params} (see {info_path(params)})" if info else params
-    if info and model and get_config(model).name != info.model:
+    if info and model and canonical_name(model) != info.model:
         raise ValueError(f"model {model!r} was asked for, but {source} holds a {info.model}")
     names = None
     if class_names is not None:
@@ -176,25 +196,34 @@ def resolve(params=None, model=None, num_classes=None, class_names=None, data_ch
     names_source = class_names if isinstance(class_names, str) else "the given class names"
     if info:
         file_classes = info.num_classes
-    elif params:
+    elif params and not (model and is_dense(model)):
         file_classes = classes_in_params(params)
     else:
         file_classes = 1000 if pretrained else None
     if num_classes is not None and file_classes is not None and num_classes != file_classes:
         raise ValueError(f"{num_classes} classes were asked for, but {source or 'the pretrained model'} has "
                          f"{file_classes}")
+    name = info.model if info else (model or "resnest50")
+    if is_dense(name) and not (file_classes or num_classes or names):
+        raise ValueError(f"{params or name} has no information file: say its classes (their names, or how many)")
     count = file_classes or num_classes or (len(names) if names else 1000)
     if names is not None and len(names) != count:
         raise ValueError(f"{names_source} has {len(names)} class names but the model "
                          f"({source or (model or 'resnest50') + ' pretrained'}) has {count} classes")
     if names is None:
         names = info.class_names if info else None
-    if names is None and count == 1000:
+    if names is None and count == 1000 and not is_dense(name):
         names = load_class_names()
-    name = info.model if info else (model or "resnest50")
-    data = info.data_config if info else get_config(name).data
-    data = dataclasses.replace(data, **{k: v for k, v in (data_changes or {}).items() if v is not None})
-    return ModelInfo(name, count, data, names, info.arch if info else {})
+    if info:
+        data = info.data_config
+    else:
+        data = default_data_config(dense_task(name)) if is_dense(name) else get_config(name).data
+    changes = {k: v for k, v in (data_changes or {}).items() if v is not None}
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(data)})
+    if unknown:
+        raise ValueError(f"{name}'s data config has no {', '.join(unknown)} (its fields: "
+                         f"{', '.join(f.name for f in dataclasses.fields(data))})")
+    return ModelInfo(name, count, dataclasses.replace(data, **changes), names, info.arch if info else {})
 
 
 def save_trained(net, path, class_names=None, data_config=None, **extra):
@@ -214,8 +243,9 @@ def info_of(net, class_names=None, data_config=None, arch=None):
         raise ValueError("this network has no model_name: build it with resnest_gluon.get_model or load_trained")
     names = class_names if class_names is not None else getattr(net, "class_names", None)
     old = getattr(net, "model_info", None)
-    return ModelInfo(net.model_name, net.num_classes, data_config or net.data_config, names,
-                     arch if arch is not None else (old.arch if old else {}))
+    if arch is None:  # a loaded network's, else the settings a dense model was built with
+        arch = old.arch if old else getattr(net, "build_kwargs", {})
+    return ModelInfo(net.model_name, net.num_classes, data_config or net.data_config, names, arch)
 
 
 def export(net, prefix, epoch=0, class_names=None, data_config=None):

@@ -150,3 +150,26 @@ def test_ratios_and_order_against_the_paper():
     assert not check["matches"]
     assert check["paper"] == ["resnest50@224", "resnest50@256", "resnest101@256"]
     assert check["ours"] == ["resnest50@224", "resnest101@256", "resnest50@256"]
+
+
+def test_dense_speed_times_ours_beside_gluoncvs_deeplab_with_the_same_weights(tmp_path):
+    """benchmarks/dense_speed.py (segmentation only: a detector's 1,000-RoI box head takes seconds a call): the
+    check that both sides compute the same thing passes, and the report holds both sides' numbers and the ratio."""
+    proc = subprocess.run([sys.executable, "benchmarks/dense_speed.py", "--threads", "1", "--tasks", "segmentation",
+                           "--seg-size", "64x96", "--warmup", "1", "--iters", "1", "--rounds", "2", "--out",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "dense_speed.json").read_text())
+    (row,) = doc["results"]
+    assert (row["model"], row["gluoncv_model"], row["input_hw"]) == ("deeplab_resnest50", "deeplab_resnest50_ade",
+                                                                    [64, 96])
+    assert row["check"]["max_abs_diff"] < 1e-3 and doc["goal_ratio"] == 1.5
+    check_stats(row)
+    check_stats(row["peers"]["gluoncv"])
+    assert row["peers"]["gluoncv"]["ours_over_peer"] == pytest.approx(row["img_per_s"] /
+                                                                      row["peers"]["gluoncv"]["img_per_s"])
+    assert "deeplab_resnest50" in proc.stdout and "ours / GluonCV" in proc.stdout
+    check_png(tmp_path / "dense_speed.png")
+    bad = subprocess.run([sys.executable, "benchmarks/dense_speed.py", "--det-size", "512", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--det-size must be HxW" in bad.stderr

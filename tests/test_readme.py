@@ -23,7 +23,10 @@ CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 8, 2
 # Commands that cannot run here, and why; their arguments are still parsed.
 HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compare.py": "minutes of timing",
                  "benchmarks/data_throughput.py": "minutes of timing", "benchmarks/op_profile.py": "profiling",
-                 "benchmarks/agreement.py": "the demo's trained model (make demo writes it; the demo test runs it)"}
+                 "benchmarks/agreement.py": "the demo's trained model (make demo writes it; the demo test runs it)",
+                 "benchmarks/dense_speed.py": "minutes of timing",
+                 "scripts/detect.py": "a trained detector (tests/test_dense_inference.py runs it on one)",
+                 "scripts/segment.py": "a trained segmenter (tests/test_dense_inference.py runs it on one)"}
 
 
 def readme_commands(path=os.path.join(REPO, "README.md")):

@@ -61,11 +61,12 @@ def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(),
 
     norm_kwargs = {"num_devices": num_devices} if num_devices >= 1 else {}
     arch = dict(norm_layer=SyncBatchNorm, norm_kwargs=norm_kwargs)
-    base = get_model(backbone, pretrained=pretrained_base, ctx=ctx, root=root, features_only=True, out_indices=(4,),
-                     prefix=BACKBONE_PREFIX, **arch)
+    from . import build_backbone
+
+    base = build_backbone(backbone, pretrained_base, ctx, root, out_indices=(4,), prefix=BACKBONE_PREFIX, **arch)
     features = FPNFeatureExpander(
         network=base, outputs=stage_output_names(backbone, **arch), num_filters=[256] * 4, use_1x1=True,
-        use_upsample=True, use_elewadd=True, use_p6=True, no_bias=True, pretrained=pretrained_base,
+        use_upsample=True, use_elewadd=True, use_p6=True, no_bias=True, pretrained=False,
         norm_layer=mx.sym.contrib.SyncBatchNorm, norm_kwargs={"ndev": num_devices} if num_devices >= 1 else {})
     box_features = nn.HybridSequential()
     if pool_rois:

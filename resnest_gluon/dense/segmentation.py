@@ -11,7 +11,6 @@ differ from GluonCV's ``DeepLabV3``, both without changing a number at GluonCV's
 import mxnet as mx
 from mxnet.gluon import nn
 
-from ..zoo import get_model
 
 __all__ = ["DeepLabV3"]
 
@@ -38,7 +37,8 @@ class DeepLabV3(nn.HybridBlock):
     classes : int             number of classes (e.g. 150 for ADE20K, 21 for Pascal VOC)
     aux : bool                also return the auxiliary FCN head's logits (on stage 3), for GluonCV's
                               ``SoftmaxCrossEntropyLossWithAux``
-    pretrained_base : bool    load the backbone's ImageNet weights (``get_model(backbone, pretrained=True)``)
+    pretrained_base : bool or str   the backbone's ImageNet weights (True) or a classification weights file of
+                              this project (a path): see :func:`resnest_gluon.dense.build_backbone`
     norm_layer, norm_kwargs   normalisation everywhere (e.g. ``mx.gluon.contrib.nn.SyncBatchNorm``, ``{"num_devices":
                               n}`` for multi-GPU training, as GluonCV's recipes)
 
@@ -52,11 +52,13 @@ class DeepLabV3(nn.HybridBlock):
         from gluoncv.model_zoo.deeplabv3 import _DeepLabHead
         from gluoncv.model_zoo.fcn import _FCNHead
 
+        from . import build_backbone
+
         self.aux, self.num_classes, self.backbone_name = aux, classes, backbone
         norm = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
         with self.name_scope():
-            self.backbone = get_model(backbone, pretrained=pretrained_base, ctx=ctx, root=root, output_stride=8,
-                                      features_only=True, out_indices=(3, 4), **norm)
+            self.backbone = build_backbone(backbone, pretrained_base, ctx, root, output_stride=8, out_indices=(3, 4),
+                                           **norm)
             self.head = _DeepLabHead(classes, **norm)
             _size_free_image_pooling(self.head.aspp.concurent[4])
             self.auxlayer = _FCNHead(1024, classes, **norm) if aux else None

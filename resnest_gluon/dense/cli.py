@@ -1,0 +1,88 @@
+"""What ``scripts/detect.py`` and ``scripts/segment.py`` share: their flags, the loop over image files, the report.
+
+A trained dense model's file carries its model, classes and transform (:mod:`resnest_gluon.trained`), so
+``--params`` alone is enough; ``--short`` / ``--max-size`` replace the transform's sizes. A missing or undecodable
+image is reported by name and skipped, the others are still done, and the exit status is then 3.
+"""
+import os
+import sys
+
+from tqdm import tqdm
+
+from ..atomic import atomic_write, write_json
+from ..data.transforms import load_image
+
+__all__ = ["EXIT_SKIPPED", "add_dense_arguments", "load_runner", "output_names", "run_images", "save_png"]
+
+EXIT_SKIPPED = 3
+
+
+def add_dense_arguments(parser, report_name):
+    """Adds ``images``, ``--params``, ``--model``, ``--classes``, ``--short``, ``--max-size``, ``--out``,
+    ``--json``."""
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--params", required=True,
+                        help="trained weights (.params with its .json: model, classes and transform come with it)")
+    parser.add_argument("--model", help="model name, for a bare .params without its .json (must agree otherwise)")
+    parser.add_argument("--classes", help="class names, one per line, for a bare .params (must agree otherwise)")
+    parser.add_argument("--short", type=int, help="resize the short side to this (default: the model's transform)")
+    parser.add_argument("--max-size", type=int, help="longest side after resizing (default: the model's)")
+    parser.add_argument("--out", default="predictions", help="folder for the pictures (default: predictions)")
+    parser.add_argument("--json", help=f"the report (default: OUT/{report_name})")
+
+
+def load_runner(runner_class, args):
+    """The runner (:class:`~resnest_gluon.dense.inference.Detector` or ``Segmenter``) the flags describe."""
+    from ..trained import load_class_names
+
+    if not os.path.isfile(args.params):
+        raise FileNotFoundError(f"--params: file not found: {args.params!r}")
+    for flag in ("short", "max_size"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    names = load_class_names(args.classes) if args.classes else None
+    return runner_class(args.params, model=args.model, class_names=names, short=args.short, max_size=args.max_size)
+
+
+def output_names(paths, folder, suffix):
+    """One output path per image, ``folder/<stem><suffix>``; repeated stems get ``-2``, ``-3``, ..."""
+    seen, names = {}, []
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(os.path.join(folder, f"{stem}{'' if seen[stem] == 1 else '-%d' % seen[stem]}{suffix}"))
+    return names
+
+
+def save_png(picture, path):
+    """Writes a PIL image as PNG, complete or not at all."""
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def run_images(args, runner, handle, report_name, what, **settings):
+    """Calls ``handle(path, image, out_stem) -> (entry for the report, one-line summary)`` for every image, with a
+    progress bar; writes the report (``{"model", "params", "data_config", "class_names", **settings, "results",
+    "skipped"}``) and exits with 3 when an image was skipped."""
+    os.makedirs(args.out, exist_ok=True)
+    results, skipped = [], []
+    stems = output_names(args.images, args.out, "")
+    bar = tqdm(list(zip(args.images, stems)), desc=what, unit="img", disable=len(args.images) < 2, leave=False)
+    for path, stem in bar:
+        try:
+            image = load_image(path)
+        except (OSError, ValueError) as err:
+            skipped.append({"image": path, "reason": str(err)})
+            continue
+        entry, line = handle(path, image, stem)
+        results.append({"image": path, "width": int(image.shape[1]), "height": int(image.shape[0]), **entry})
+        bar.write(f"{path}: {line}")
+    report = {"model": runner.info.model, "params": args.params, "data_config": runner.config.to_dict(),
+              "class_names": runner.names, **settings, "results": results, "skipped": skipped}
+    write_json(args.json or os.path.join(args.out, report_name), report)
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(args.images)} files:", file=sys.stderr)
+        for item in skipped:
+            reason = item["reason"]  # it usually names the file already
+            print(f"  {reason if item['image'] in reason else item['image'] + ': ' + reason}", file=sys.stderr)
+        sys.exit(EXIT_SKIPPED)
+    return report

@@ -1,0 +1,62 @@
+"""Objects in image files with a trained detector (Faster / Mask R-CNN FPN on ResNeSt): pictures and a JSON report.
+
+    python scripts/detect.py street.jpg photos/*.jpg --params runs/det/final.params --threshold 0.5 --out drawn/
+
+The model, its classes and its evaluation transform come with ``--params`` (its ``.json``). For each image,
+``OUT/<name>.png`` shows the boxes (and masks) with class and score; ``OUT/detections.json`` (or ``--json``) holds
+``{"model", "params", "data_config", "class_names", "threshold", "results": [{"image", "width", "height",
+"drawing", "objects": [{"label", "class", "score", "box": [x1, y1, x2, y2], ("mask_png", "mask_pixels")}]}],
+"skipped": [{"image", "reason"}]}`` with boxes in the image's pixels. Mask R-CNN's masks are also written as
+``OUT/<name>_masks.png``, a palette image whose pixel value k + 1 marks object k (0: none).
+A missing or undecodable image is reported and skipped (exit status 3); a wrong weights file stops with 1.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+from resnest_gluon.dense.cli import add_dense_arguments, load_runner, run_images, save_png
+from resnest_gluon.dense.drawing import class_map_image, draw_objects
+from resnest_gluon.dense.inference import Detector
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_dense_arguments(p, "detections.json")
+    p.add_argument("--threshold", type=float, default=0.5, help="lowest score shown (default 0.5)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if not 0 <= args.threshold <= 1:
+            raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+        detector = load_runner(Detector, args)
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+
+    def handle(path, image, stem):
+        objects = detector.detect(image, threshold=args.threshold)
+        entry = {"drawing": stem + ".png", "objects": []}
+        save_png(draw_objects(image, objects), entry["drawing"])
+        masks = [obj.pop("mask") for obj in objects if "mask" in obj]
+        if masks:
+            instances = np.zeros(image.shape[:2], np.int32)
+            for k in reversed(range(len(masks))):  # the best object wins where masks overlap
+                instances[masks[k]] = k + 1
+            save_png(class_map_image(np.minimum(instances, 255)), stem + "_masks.png")
+            for k, obj in enumerate(objects):
+                obj["mask_png"], obj["mask_pixels"] = stem + "_masks.png", int((instances == k + 1).sum())
+        entry["objects"] = objects
+        counts = {}
+        for obj in objects:
+            counts[obj["class"]] = counts.get(obj["class"], 0) + 1
+        return entry, f"{len(objects)} objects" + (" (" + ", ".join(f"{n} {c}" for c, n in counts.items()) + ")"
+                                                   if counts else "")
+
+    return run_images(args, detector, handle, "detections.json", "detecting", threshold=args.threshold)
+
+
+if __name__ == "__main__":
+    main()

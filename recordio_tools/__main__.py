@@ -1,4 +1,5 @@
-"""Command line: ``python -m recordio_tools {make-list,pack,inspect,check} ...`` (see ``--help`` of each)."""
+"""Command line: ``python -m recordio_tools {make-list,pack,pack-detection,inspect,check} ...`` (see each ``--help``).
+"""
 import argparse
 import errno
 import json
@@ -63,6 +64,35 @@ def _add_pack(sub):
     p.set_defaults(func=_run_pack)
 
 
+def _add_pack_detection(sub):
+    p = sub.add_parser("pack-detection", parents=[_COMMON],
+                       help="Pascal VOC folder or COCO json -> PREFIX.rec/.idx/_classes.txt/.report.json",
+                       description="Packs detection data in im2rec's detection layout [2, 6, (class, x1/w, y1/h, "
+                       "x2/w, y2/h, difficult) per object], read by mx.image.ImageDetIter and GluonCV's "
+                       "RecordFileDetection. Boxes partly outside an image are clipped; bad boxes, unknown "
+                       "classes and bad annotation files are dropped and reported.")
+    p.add_argument("source", help="VOC folder (Annotations/, JPEGImages/) or COCO instances .json")
+    p.add_argument("prefix", help="output prefix")
+    p.add_argument("--format", required=True, choices=["voc", "coco"], help="annotation format")
+    p.add_argument("--root", help="image folder (COCO: default the json's folder; VOC: the VOC folder)")
+    p.add_argument("--split", help="VOC: pack the ids of ImageSets/Main/SPLIT.txt (default: every annotation)")
+    p.add_argument("--classes", help="class names, one a line (line i = class id i); other classes are dropped "
+                   "and reported (default: VOC sorted names found, COCO its categories in id order)")
+    empty = p.add_mutually_exclusive_group()
+    empty.add_argument("--keep-empty", dest="keep_empty", action="store_true",
+                       help="pack images without objects (label [2, 6]; GluonCV's RecordFileDetection rejects them)")
+    empty.add_argument("--drop-empty", dest="keep_empty", action="store_false",
+                       help="skip and report images without objects (default)")
+    p.add_argument("--resize", type=int, default=0, help="shorter side in pixels (default 0: keep size)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
+    p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"], help="record image encoding")
+    p.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS, help="decompression-bomb guard")
+    p.add_argument("--num-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="decoding processes (default %(default)d); output is identical for any value")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_pack_detection, keep_empty=False)
+
+
 def _add_check(sub, name, sample_default, help_text):
     p = sub.add_parser(name, parents=[_COMMON], help=help_text,
                        description=help_text + " Exit status 1 if any problem is found.")
@@ -74,6 +104,9 @@ def _add_check(sub, name, sample_default, help_text):
     p.add_argument("--seed", type=int, default=0, help="seed for --sample")
     p.add_argument("--num-workers", type=int, default=1, help="decoding processes (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--detection", action=argparse.BooleanOptionalAction, default=None,
+                   help="records hold im2rec detection labels, or (--no-detection) class labels "
+                   "(default: decided by the first record's label)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_check, full_histogram=(name == "inspect"))
 
@@ -83,6 +116,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     _add_make_list(sub)
     _add_pack(sub)
+    _add_pack_detection(sub)
     _add_check(sub, "inspect", 16, "Summarise a .rec: record count, label histogram, image sizes (decodes a sample).")
     _add_check(sub, "check", None, "Verify a .rec/.idx: framing, headers, labels, every image decodes, .idx offsets.")
     return parser
@@ -112,12 +146,26 @@ def _run_pack(args):
     return 0
 
 
+def _run_pack_detection(args):
+    from . import detection, packing
+
+    options = packing.PackOptions(resize=args.resize, quality=args.quality, encoding=args.encoding,
+                                  max_pixels=args.max_pixels)
+    report = detection.pack_detection(args.source, args.prefix, args.format, root=args.root, split=args.split,
+                                      classes_file=args.classes, keep_empty=args.keep_empty, options=options,
+                                      num_workers=args.num_workers, progress=not args.no_progress)
+    print("\n".join(report.summary()))
+    print("wrote %s.rec, %s.idx, %s_classes.txt, %s.report.json" % ((args.prefix,) * 4))
+    return 0
+
+
 def _run_check(args):
     from . import checking
     from .atomic import atomic_files
 
     summary = checking.check(args.prefix, sample=args.sample, num_classes=args.num_classes, seed=args.seed,
-                             num_workers=args.num_workers, progress=not args.no_progress)
+                             num_workers=args.num_workers, progress=not args.no_progress,
+                             detection=args.detection)
     print("\n".join(checking.summary_lines(summary, None if args.full_histogram else 20)))
     if args.json:
         with atomic_files(args.json) as (tmp,), open(tmp, "w", encoding="utf-8") as f:

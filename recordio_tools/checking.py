@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from resnest_gluon.data.records import IR_HEADER, CorruptRecordError, read_idx_entries, unpack_record
 
-from . import images
+from . import detection as det
+from . import images, listing
 from .reader import RecordReader
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,13 @@ def _label_values(header):
 class _Scan:
     """State of one check: records found, problems, statistics."""
 
-    def __init__(self, rec_path, num_classes):
+    def __init__(self, rec_path, num_classes, detection=None):
         self.rec_path = rec_path
         self.num_classes = num_classes
+        self.detection = detection  # None: decided by the first record's label
+        self.boxes_per_image = []
+        self.classes = Counter()
+        self.detection_classes = num_classes  # class ids in [0, K): --num-classes, else PREFIX_classes.txt's count
         self.records = []  # dicts: position, offset, id, labels
         self.by_offset = {}
         self.records_by_position = {}
@@ -98,12 +103,36 @@ class _Scan:
         self.records.append(rec)
         self.by_offset[offset] = rec
         self.records_by_position[position] = rec
+        if labels and self.detection is None:
+            self.detection = header.flag > 0 and det.is_detection_label(labels)
+        if self.detection:
+            if labels:
+                self._add_objects(labels, position, rec["id"], offset)
+            return payload
         self.labels.update(labels)
         for v in labels:
             if self.num_classes is not None and (v != int(v) or not 0 <= v < self.num_classes):
                 self.problem("label %g is not an integer in [0, %d)" % (v, self.num_classes),
                              position, header.id, offset)
         return payload
+
+    def _add_objects(self, labels, position, record_id, offset):
+        objects, problem = det.parse_objects(labels)
+        if problem:
+            self.problem(problem, position, record_id, offset)
+            return
+        self.boxes_per_image.append(len(objects))
+        for n, (cls, x1, y1, x2, y2) in enumerate(objects[:, :5].tolist()):
+            self.classes[cls] += 1
+            box = "object %d [%g, %g, %g, %g]" % (n, x1, y1, x2, y2)
+            if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
+                self.problem("%s: corner outside [0, 1]" % box, position, record_id, offset)
+            if x2 <= x1 or y2 <= y1:
+                self.problem("%s: degenerate box (x2 <= x1 or y2 <= y1)" % box, position, record_id, offset)
+            k = self.detection_classes
+            if cls != int(cls) or cls < 0 or (k is not None and cls >= k):
+                self.problem("%s: class id %g is not an integer in [0, %s)" % (box, cls, k),
+                             position, record_id, offset)
 
     def add_decoded(self, result):
         position, error, size, mode, fmt = result
@@ -220,10 +249,12 @@ def _check_idx(scan, idx_path, file_size):
 
 
 def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress=True, idx_path=None,
-          for_training=False):
+          for_training=False, detection=None):
     """Checks ``PREFIX.rec`` (+ ``PREFIX.idx`` if present, or ``idx_path``; ``prefix`` may also be the .rec's path);
     ``sample``: decode only N random records (``None`` decodes all, 0 none). ``for_training``: OpenCV must decode
-    each image too (about twice the time). Returns the summary dict; ``summary["ok"]`` is False on any problem."""
+    each image too (about twice the time). ``detection``: the labels are im2rec detection labels (None: decided from
+    the first record; class names and their count come from ``PREFIX_classes.txt`` when present). Returns the
+    summary dict; ``summary["ok"]`` is False on any problem."""
     decode = _decode_for_training if for_training else _decode
     if prefix.endswith(".rec"):
         prefix = prefix[:-len(".rec")]
@@ -232,7 +263,11 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
         raise FileNotFoundError("%s: no such file" % rec_path)
     has_idx = os.path.isfile(idx_path)
     file_size = os.path.getsize(rec_path)
-    scan = _Scan(rec_path, num_classes)
+    class_names = None
+    if os.path.isfile(listing.classes_path(prefix)):
+        class_names = listing.read_classes(listing.classes_path(prefix))
+    scan = _Scan(rec_path, num_classes, detection)
+    scan.detection_classes = num_classes if num_classes is not None else (len(class_names) if class_names else None)
     start = time.time()
     idx_offsets = sorted({o for _, _, o in read_idx_entries(idx_path, on_bad_line=lambda m: None)}) if has_idx else []
     with RecordReader(rec_path) as reader:
@@ -252,10 +287,25 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
     seconds = time.time() - start
     log.info("checked %d records (%.1f MB) in %.1f s: %.1f records/s", n, file_size / 1e6, seconds,
              n / max(seconds, 1e-9))
-    return _summary(scan, prefix, idx_path if has_idx else None, file_size, seconds)
+    return _summary(scan, prefix, idx_path if has_idx else None, file_size, seconds, class_names)
 
 
-def _summary(scan, prefix, idx_path, file_size, seconds):
+def _detection_summary(scan, class_names):
+    if not scan.detection:
+        return None
+    per = scan.boxes_per_image
+    names = class_names or []
+
+    def name(c):
+        return names[int(c)] if c == int(c) and 0 <= c < len(names) else "%g" % c
+
+    return {"images": len(per), "boxes": sum(per), "empty_images": sum(1 for n in per if n == 0),
+            "boxes_per_image": [min(per), round(sum(per) / len(per), 3), max(per)] if per else None,
+            "class_histogram": {name(c): scan.classes[c] for c in sorted(scan.classes)},
+            "class_names": class_names}
+
+
+def _summary(scan, prefix, idx_path, file_size, seconds, class_names=None):
     widths = [w for w, _ in scan.sizes]
     heights = [h for _, h in scan.sizes]
     labels = sorted(scan.labels)
@@ -278,6 +328,7 @@ def _summary(scan, prefix, idx_path, file_size, seconds):
         "image_height": [min(heights), max(heights)] if heights else None,
         "modes": dict(scan.modes),
         "formats": dict(scan.formats),
+        "detection": _detection_summary(scan, class_names),
         "seconds": round(seconds, 3),
     }
 
@@ -306,6 +357,14 @@ def summary_lines(summary, histogram_limit=20):
     shown = hist if histogram_limit is None else hist[:histogram_limit]
     lines.append("label histogram: " + ", ".join("%s:%d" % kv for kv in shown)
                  + (" ... (%d more)" % (len(hist) - len(shown)) if len(hist) > len(shown) else ""))
+    d = s.get("detection")
+    if d:
+        lines[1] = "detection labels: %d boxes in %d images (%d without objects); boxes per image min/mean/max %s" % (
+            d["boxes"], d["images"], d["empty_images"], d["boxes_per_image"])
+        hist = list(d["class_histogram"].items())
+        shown = hist if histogram_limit is None else hist[:histogram_limit]
+        lines[3] = "class histogram: " + ", ".join("%s:%d" % kv for kv in shown) + (
+            " ... (%d more)" % (len(hist) - len(shown)) if len(hist) > len(shown) else "")
     lines.extend(describe_problem(b) for b in s["bad"])
     lines.append("OK" if s["ok"] else "FAILED: %d problem(s)" % s["bad_count"])
     return lines

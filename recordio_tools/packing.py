@@ -77,43 +77,57 @@ def _read(entry):
         raise images.ImageRejected("unreadable", "%s: %s" % (path, e)) from None
 
 
+def encode_image(data, header, rgb, notes, info, options):
+    """``(record, passed_through)``: the decoded ``rgb`` (or, with pass-through, the original ``data``) packed under
+    ``header``, resized and re-encoded as ``options`` say. Shared by the classification and detection packers."""
+    if options.pass_through and images.is_passthrough_jpeg(info, notes):
+        return mx.recordio.pack(header, data), True
+    rgb = images.resize_shorter(rgb, options.resize)
+    png = options.encoding.lower() == ".png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pack_img calls ndarray.tostring()
+        record = mx.recordio.pack_img(header, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),  # pack_img wants BGR
+                                      quality=options.png_compression if png else options.quality,
+                                      img_fmt=options.encoding)
+    return record, False
+
+
+def read_and_decode(entry):
+    """``(original bytes, rgb, notes, info)`` of an entry's file (in a worker); raises ImageRejected."""
+    data = _read(entry)
+    rgb, notes, info = images.decode_rgb(data, _OPTIONS.max_pixels, _OPTIONS.downscale_huge)
+    return data, rgb, notes, info
+
+
 def encode_entry(entry):
     """One list entry to ``("ok", index, record, notes, passed_through)`` or ``("skip", index, reason, detail)``.
 
     Never raises for bad input: a bad file becomes a skip with a reason, so one file cannot stop a pack."""
-    opt = _OPTIONS
     try:
-        data = _read(entry)
-        rgb, notes, info = images.decode_rgb(data, opt.max_pixels, opt.downscale_huge)
+        data, rgb, notes, info = read_and_decode(entry)
         header = mx.recordio.IRHeader(0, entry.label, entry.index, 0)
-        if opt.pass_through and images.is_passthrough_jpeg(info, notes):
-            return "ok", entry.index, mx.recordio.pack(header, data), notes, True
-        rgb = images.resize_shorter(rgb, opt.resize)
-        png = opt.encoding.lower() == ".png"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # pack_img calls ndarray.tostring()
-            record = mx.recordio.pack_img(header, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),  # pack_img wants BGR
-                                          quality=opt.png_compression if png else opt.quality,
-                                          img_fmt=opt.encoding)
-        return "ok", entry.index, record, notes, False
+        record, passed = encode_image(data, header, rgb, notes, info, _OPTIONS)
+        return "ok", entry.index, record, notes, passed
     except images.ImageRejected as e:
         return "skip", entry.index, e.reason, e.detail
     except Exception as e:  # a decoder/encoder failure on one file must not stop the whole pack
         return "skip", entry.index, "error", "%s: %s" % (type(e).__name__, e)
 
 
-def _results(entries, root, options, num_workers):
-    """Yields ``encode_entry`` results in list order, from worker processes when num_workers > 1."""
+def _results(entries, root, options, num_workers, work=None):
+    """Yields ``work(entry)`` results (default :func:`encode_entry`, looked up at call time) in list order, from
+    worker processes when num_workers > 1."""
+    work = work or encode_entry
     if num_workers <= 1:
         _init_worker(root, options, in_child=False)
         for e in entries:
-            yield encode_entry(e)
+            yield work(e)
         return
     chunksize = max(1, min(32, len(entries) // (num_workers * 16)))
     # fork: workers inherit the imported modules (no re-import of mxnet per worker); they use no MXNet engine
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(num_workers, initializer=_init_worker, initargs=(root, options)) as pool:
-        yield from pool.imap(encode_entry, entries, chunksize=chunksize)
+        yield from pool.imap(work, entries, chunksize=chunksize)
 
 
 def _classes_file_for(lst_path):

@@ -68,7 +68,8 @@ class PackReport:
             lines.append("skipped %d: %s" % (len(self.skipped), ", ".join(
                 "%s=%d" % kv for kv in self.skip_counts().items())))
             for s in self.skipped:
-                lines.append("  skip #%d %s: %s (%s)" % (s["index"], s["path"], s["reason"], s["detail"]))
+                where = s["path"] if s["index"] is None else "#%d %s" % (s["index"], s["path"])  # None: no image
+                lines.append("  skip %s: %s (%s)" % (where, s["reason"], s["detail"]))
         if self.empty_classes:
             lines.append("empty class folders (label kept, no images): " + ", ".join(self.empty_classes))
         return lines

@@ -362,3 +362,16 @@ def test_coco_classes_file_maps_by_name(coco, tmp_path, capsys):
     assert np.allclose(boxes, [[4, 5, 23, 34, 0, 0]], atol=1e-3)
     # forced the other way, the same file is read as class labels (no detection statistics)
     assert checking.check(prefix, progress=False, detection=False)["detection"] is None
+
+
+def test_training_dataset_reads_what_gluoncv_reads(voc_packed):
+    """resnest_gluon's DetectionRecordDataset (what training and evaluation read) gives GluonCV's boxes and images."""
+    from resnest_gluon.dense.detection_data import DetectionRecordDataset
+
+    prefix, _, _ = voc_packed
+    ours, theirs = DetectionRecordDataset(prefix + ".rec"), RecordFileDetection(prefix + ".rec")
+    assert len(ours) == len(theirs) > 0
+    for i in range(len(ours)):
+        (img, objects), (gimg, glabel) = ours[i], theirs[i]
+        assert np.array_equal(img, gimg.asnumpy())
+        assert objects.dtype == np.float32 and np.allclose(objects, glabel, atol=1e-4)

@@ -141,13 +141,16 @@ class RecordImageDataset(mx.gluon.data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, i):
+        return decode_record(*self.payload(i))
+
+    def payload(self, i):
+        """``(record i's bytes, where)``, ``where`` naming the file, position and key for error messages."""
         where = f"{self.rec_path} record #{i} (key {self.keys[i]})"
         try:
-            payload = self._record.read_idx(self.keys[i])
+            return self._record.read_idx(self.keys[i]), where
         except mx.base.MXNetError as err:  # its framing is broken; the reader still reads the others by offset
             raise CorruptRecordError(f"{where}: unreadable record framing ({str(err).strip().splitlines()[-1]})") \
                 from None
-        return decode_record(payload, where)
 
 
 def iter_records(rec_path):

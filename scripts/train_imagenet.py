@@ -17,15 +17,12 @@ boundary: rank 0 writes a checkpoint of that step and all exit with code 5; ``--
 step. A second signal stops at once (the process dies of that signal) and completes no checkpoint being written.
 """
 import argparse
-import errno
 import os
-import signal
 import sys
 
-from resnest_gluon.data.bad_records import EXIT_BAD_RECORDS, TooManyBadRecords
 from resnest_gluon.native_log import filter_native_stderr
-from resnest_gluon.training.loop import CheckpointNotSaved, NotLearning, TrainingDiverged, train
-from resnest_gluon.training.preemption import EXIT_PREEMPTED, Preempted, StopNow
+from resnest_gluon.training.exits import run_training
+from resnest_gluon.training.loop import train
 from resnest_gluon.training.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from resnest_gluon.training.schedule import LR_MODES
 
@@ -200,47 +197,18 @@ def check_data(args):
         raise ValueError("--check-data: bad records, not training:\n" + "\n".join(shown))
 
 
-# Exit codes: 0 done, 2 unusable arguments or data (named), 3 diverged (NaN/inf), 4 a checkpoint or log could not be
-# written (disk full: the message names the path and the space needed; the last complete checkpoint is kept), 6 not
-# learning with --stop-if-not-learning, 7 more undecodable --rec-train records than --max-bad-records-fraction.
-# Exit code 5: stopped by SIGTERM/SIGINT after a checkpoint of its step (resumable: --resume DIR); a second signal
-# ends the process at once, by that signal.
+def _train(args):
+    if args.check_data:
+        check_data(args)
+    train(args)
+
+
 def main(argv=None):
+    """Exit codes: see :mod:`resnest_gluon.training.exits` (0 done, 2 bad arguments or data, 3 NaN, 4 disk full,
+    5 preempted, 6 not learning, 7 too many bad records)."""
     args = parse_args(argv)
     filter_native_stderr()  # MXNet's known harmless oneDNN pooling notices (see resnest_gluon/native_log.py)
-    try:
-        if args.check_data:
-            check_data(args)
-        train(args)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    except TooManyBadRecords as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_RECORDS
-    except NotLearning as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 6
-    except CheckpointNotSaved as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 4
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # disk full outside a checkpoint (e.g. metrics.jsonl mid-epoch)
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 4
-    except Preempted as err:
-        print(f"preempted: {err}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except StopNow as err:  # die of the signal, as without a handler (exit status 128 + its number)
-        print(f"stopped: {err}; --resume DIR continues from the latest complete checkpoint", file=sys.stderr,
-              flush=True)
-        signal.signal(err.signum, signal.SIG_DFL)
-        os.kill(os.getpid(), err.signum)
-    return 0
+    return run_training(_train, args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from mxnet.gluon import nn
 
 from ..zoo import get_model
 
-__all__ = ["faster_rcnn_fpn", "fpn_rcnn_parts", "mask_rcnn_fpn", "zero_masked_roi_align"]
+__all__ = ["faster_rcnn_fpn", "fpn_rcnn_parts", "mask_rcnn_fpn", "plain_batchnorm", "zero_masked_roi_align"]
 
 BACKBONE_PREFIX = "resnest_"  # the traced backbone's parameter names start with it: fixed, not a per-process counter
 
@@ -49,13 +49,28 @@ def stage_output_names(backbone, **kwargs):
     return [s.name[len(probe.prefix):] for s in probe(mx.sym.var("data"))]
 
 
-def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, pool_rois=False):
+BOX_HEADS = ("4conv1fc", "2fc")
+NORMS = ("syncbn", "bn", "frozen_bn")
+
+
+def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, pool_rois=False,
+                   box_head="4conv1fc", norm="syncbn"):
     """What GluonCV's FPN R-CNNs share, on ``backbone`` (any family member): ``(features, box_features, rename)``.
 
     ``features``: our backbone traced into GluonCV's ``FPNFeatureExpander`` (P2-P6, 256 channels, no biases);
-    ``box_features``: 4 x (3x3 conv 256 + norm + ReLU), Dense(1024) + ReLU, after a 3x3/2 average pooling when
-    ``pool_rois`` (GluonCV's ``custom_rcnn_fpn``: 14x14 RoIs reduced to 7x7); ``rename``: GluonCV's parameter names
-    to ours. Normalisation is SyncBatchNorm over ``num_devices`` devices (0: all; on one device it is BatchNorm)."""
+    ``box_features``: ``box_head`` ``"4conv1fc"`` (GluonCV's SyncBN ResNeSt detectors: 4 x (3x3 conv 256 + norm +
+    ReLU), Dense(1024) + ReLU) or ``"2fc"`` (its FPN detectors without SyncBN, e.g. ``faster_rcnn_fpn_resnet50_v1b``:
+    2 x (Dense(1024) + ReLU), ~1/8 of the work per RoI), after a 3x3/2 average pooling when ``pool_rois`` (GluonCV's
+    ``custom_rcnn_fpn``: 14x14 RoIs reduced to 7x7); ``rename``: GluonCV's parameter names to ours. Normalisation
+    (``norm``) is ``"syncbn"``: SyncBatchNorm over ``num_devices`` devices (0: all), as GluonCV's ResNeSt detectors;
+    ``"bn"``: BatchNorm, what SyncBatchNorm computes on one device, but with MXNet's oneDNN kernels (a training step
+    on CPU ~1/4 faster), for one device per process (Horovod); ``"frozen_bn"``: BatchNorm with fixed statistics
+    (``use_global_stats``), for fine-tuning a pretrained backbone on small batches. Parameter names do not depend
+    on ``norm``, so a file trained with one loads into the others."""
+    if box_head not in BOX_HEADS:
+        raise ValueError(f"box_head must be one of {BOX_HEADS}, got {box_head!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     from gluoncv.nn.feature import FPNFeatureExpander
     from mxnet.gluon.contrib.nn import SyncBatchNorm
 
@@ -68,30 +83,44 @@ def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(),
         network=base, outputs=stage_output_names(backbone, **arch), num_filters=[256] * 4, use_1x1=True,
         use_upsample=True, use_elewadd=True, use_p6=True, no_bias=True, pretrained=False,
         norm_layer=mx.sym.contrib.SyncBatchNorm, norm_kwargs={"ndev": num_devices} if num_devices >= 1 else {})
+    if norm != "syncbn":
+        plain_batchnorm(features, frozen=norm == "frozen_bn")
+
+    def norm_block():
+        if norm == "syncbn":
+            return SyncBatchNorm(**norm_kwargs)
+        return nn.BatchNorm(use_global_stats=norm == "frozen_bn")
+
     box_features = nn.HybridSequential()
     if pool_rois:
         box_features.add(nn.AvgPool2D(pool_size=(3, 3), strides=2, padding=1))
-    for _ in range(4):
-        box_features.add(nn.Conv2D(256, 3, padding=1, use_bias=False), SyncBatchNorm(**norm_kwargs),
+    for _ in range(4 if box_head == "4conv1fc" else 0):
+        box_features.add(nn.Conv2D(256, 3, padding=1, use_bias=False), norm_block(),
                          nn.Activation("relu"))
-    box_features.add(nn.Dense(1024, weight_initializer=mx.init.Normal(0.01)), nn.Activation("relu"))
+    for _ in range(1 if box_head == "4conv1fc" else 2):
+        box_features.add(nn.Dense(1024, weight_initializer=mx.init.Normal(0.01)), nn.Activation("relu"))
     return features, box_features, _gluoncv_names(backbone, arch)
 
 
-def faster_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, **kwargs):
+def faster_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None,
+                    box_head="4conv1fc", norm="syncbn", **kwargs):
     """Faster R-CNN FPN for ``classes`` (a list of names) on ``backbone`` (any family member), SyncBatchNorm over
     ``num_devices`` devices (0: all; on one device it is BatchNorm) in the backbone, FPN and box head, as GluonCV's
-    ResNeSt detectors. ``kwargs`` replace GluonCV's settings (``short``, ``max_size``, ``nms_thresh``, ...)."""
+    ResNeSt detectors; ``box_head="2fc"`` for the lighter head, ``norm="bn"`` / ``"frozen_bn"`` for BatchNorm (see
+    :func:`fpn_rcnn_parts`). ``kwargs`` replace
+    GluonCV's settings (``short``, ``max_size``, ``nms_thresh``, ...)."""
     from gluoncv.model_zoo.rcnn.faster_rcnn.faster_rcnn import FasterRCNN
 
-    features, box_features, rename = fpn_rcnn_parts(backbone, pretrained_base, num_devices, ctx, root)
+    features, box_features, rename = fpn_rcnn_parts(backbone, pretrained_base, num_devices, ctx, root,
+                                                    box_head=box_head, norm=norm)
     net = FasterRCNN(features=features, top_features=None, classes=classes, box_features=box_features,
                      **dict(FPN_RCNN_SETTINGS, **kwargs))
     net.gluoncv_name = rename
     return zero_masked_roi_align(net)
 
 
-def mask_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, **kwargs):
+def mask_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, norm="syncbn",
+                  **kwargs):
     """Mask R-CNN FPN for ``classes`` (a list of names) on ``backbone`` (any family member): GluonCV's ``MaskRCNN``
     with the structure of its ``custom_mask_rcnn_fpn(classes, base_network_name='resnest50', norm_layer=
     SyncBatchNorm, sym_norm_layer=mx.sym.contrib.SyncBatchNorm)``, whose files load through
@@ -112,11 +141,29 @@ def mask_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=m
     from gluoncv.model_zoo.rcnn.mask_rcnn.mask_rcnn import MaskRCNN
 
     features, box_features, rename = fpn_rcnn_parts(backbone, pretrained_base, num_devices, ctx, root,
-                                                    pool_rois=True)
+                                                    pool_rois=True, norm=norm)
     net = MaskRCNN(features=features, top_features=None, classes=classes, box_features=box_features,
                    **dict(MASK_RCNN_SETTINGS, **kwargs))
     net.gluoncv_name = rename
     return zero_masked_roi_align(net)
+
+
+def plain_batchnorm(block, frozen=False):
+    """Turns every SyncBatchNorm of the traced ``block`` (a SymbolBlock: GluonCV's ``FPNFeatureExpander`` with our
+    backbone) into BatchNorm, in place: same inputs and parameter names, ``use_global_stats`` when ``frozen``.
+    GluonCV's FPN names its layers only when they are SyncBatchNorm, so it is built that way and rewritten here."""
+    import json
+
+    inputs, outputs = block._cached_graph
+    graph = json.loads(outputs.tojson())
+    for node in graph["nodes"]:
+        if node["op"] == "_contrib_SyncBatchNorm":
+            attrs = {k: v for k, v in node.get("attrs", {}).items() if k not in ("ndev", "key")}
+            if frozen:
+                attrs["use_global_stats"] = "True"
+            node["op"], node["attrs"] = "BatchNorm", attrs
+    block._cached_graph = inputs, mx.sym.load_json(json.dumps(graph))
+    return block
 
 
 def zero_masked_roi_align(net):

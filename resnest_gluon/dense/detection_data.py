@@ -14,7 +14,7 @@ from recordio_tools.detection import parse_objects
 
 from ..data.records import CorruptRecordError, RecordImageDataset, decode_record
 
-__all__ = ["DetectionRecordDataset", "objects_in_pixels"]
+__all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "object_counts", "objects_in_pixels"]
 
 
 def objects_in_pixels(labels, height, width, where=""):
@@ -40,3 +40,152 @@ class DetectionRecordDataset(RecordImageDataset):
         payload, where = self.payload(i)
         img, labels = decode_record(payload, where)
         return img, objects_in_pixels(labels, img.shape[0], img.shape[1], where)
+
+
+def object_counts(rec_path, idx_path=None):
+    """Objects per record of a detection .rec (file order of its .idx), from the record headers alone (two small
+    reads per record, no image decoding); -1 where the header is not a readable detection label."""
+    import os
+    import struct
+
+    from ..data.records import IR_HEADER, default_idx_path, read_frame, read_idx_entries
+
+    idx_path = idx_path or default_idx_path(rec_path)
+    counts = []
+    with open(rec_path, "rb") as f:
+        fd = f.fileno()
+        for _, _, offset in read_idx_entries(idx_path):
+            frame = read_frame(fd, offset, IR_HEADER.size)
+            if frame is None or len(frame[3]) < IR_HEADER.size:
+                counts.append(-1)
+                continue
+            flag = IR_HEADER.unpack_from(frame[3])[0]
+            head = os.pread(fd, 4 * flag, offset + 8 + IR_HEADER.size)
+            if flag < 2 or len(head) < 4 * flag:
+                counts.append(-1)
+                continue
+            objects, problem = parse_objects(list(struct.unpack(f"<{flag}f", head)))
+            counts.append(-1 if problem else len(objects))
+    return counts
+
+
+class _SeededDetections(DetectionRecordDataset):
+    """Training items keyed by ``(position, sample_seed)`` over the records with objects (``usable``, record
+    indices): the transform's random choices (scale, flip) are seeded per sample, so an epoch's batches do not
+    depend on worker processes or on the steps run before (resume). An undecodable record is replaced by the next
+    usable one and reported with the batch (``bad``: its record index, else -1), as the classification loader does."""
+
+    def __init__(self, rec_path, idx_path, usable, transform):
+        super().__init__(rec_path, idx_path)
+        self.usable, self.transform = list(usable), transform
+
+    def __getitem__(self, key):
+        import random
+
+        position, sample_seed = key
+        bad = -1
+        for step in range(len(self.usable)):
+            index = self.usable[(position + step) % len(self.usable)]
+            try:
+                img, objects = super().__getitem__(index)
+                break
+            except CorruptRecordError:
+                bad = index if bad < 0 else bad
+        else:
+            raise CorruptRecordError(f"{self.rec_path}: no record decodes")
+        random.seed(sample_seed)  # GluonCV's transforms draw from Python's and numpy's global generators
+        np.random.seed(sample_seed)
+        import mxnet as mx
+
+        return (*self.transform(mx.nd.array(img, dtype="uint8"), objects), bad)
+
+    def problem(self, index):
+        """``(key, byte offset, reason)`` of the bad record ``index`` (decoded again, in this process)."""
+        key = self.keys[index]
+        try:
+            DetectionRecordDataset.__getitem__(self, index)
+            reason = "decodes now (a read error?)"
+        except CorruptRecordError as err:
+            reason = str(err).split(": ", 1)[-1]
+        return key, int(self._record.idx[key]), reason
+
+
+class DetectionTrainLoader:
+    """Faster R-CNN training batches from a detection .rec: GluonCV's ``FasterRCNNDefaultTrainTransform`` (random
+    short side in ``short``, long side at most ``max_size``, horizontal flip, RPN targets for ``net``'s anchors) and
+    ``FasterRCNNTrainBatchify`` (images and targets padded to the batch's largest), over this rank's shard
+    (:class:`~resnest_gluon.data.sharding.ShardSampler`: the same number of full batches on every rank).
+
+    Records without objects are left out (GluonCV's RPN targets need a box; ``num_empty``), found from the headers
+    at start. ``set_epoch(E, skip=k)`` then a ``for`` loop yields epoch E's batches from batch k on, the same as an
+    uninterrupted epoch's; each batch is ``(data, label, rpn_cls_targets, rpn_box_targets, rpn_box_masks)`` with
+    ``label`` (B, N, 6): x1, y1, x2, y2, class, difficult, padded with -1."""
+
+    def __init__(self, rec_path, net, idx_path=None, batch_size=1, short=(640, 800), max_size=1333, rank=0, world=1,
+                 seed=0, num_workers=0, flip_p=0.5):
+        from gluoncv.data.batchify import FasterRCNNTrainBatchify
+        from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
+
+        from ..data.records import default_idx_path
+        from ..data.sharding import ShardSampler
+        from ..data.train import _SeededSampler
+
+        idx_path = idx_path or default_idx_path(rec_path)
+        counts = object_counts(rec_path, idx_path)
+        usable = [i for i, n in enumerate(counts) if n > 0]
+        self.num_empty, self.source_records = sum(n == 0 for n in counts), len(counts)
+        if not usable:
+            raise ValueError(f"{rec_path}: none of its {len(counts)} records has an object to train on")
+        config = net.data_config
+        transform = FasterRCNNDefaultTrainTransform(
+            tuple(short) if isinstance(short, (tuple, list)) else short, max_size, net, mean=config.mean,
+            std=config.std, flip_p=flip_p, ashape=net.ashape, multi_stage=True)
+        self.dataset = _SeededDetections(rec_path, idx_path, usable, transform)
+        self.sampler = ShardSampler(len(usable), batch_size, rank, world, True, seed, "discard")
+        self.steps, self.batch_size, self.epoch, self._skip = self.sampler.num_batches, batch_size, 0, 0
+        self.loader = mx_data_loader(self.dataset, batch_size, _SeededSampler(self.sampler, seed),
+                                     FasterRCNNTrainBatchify(net, 1), num_workers)
+        self._bad = []
+
+    def __len__(self):
+        return self.steps
+
+    def set_epoch(self, epoch, skip=0):
+        if not 0 <= skip <= self.steps:
+            raise ValueError(f"skip must be in [0, {self.steps}] (batches per epoch), got {skip}")
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(self.epoch, skip=skip * self.batch_size)
+
+    def __iter__(self):
+        for batch in self.loader:
+            *fields, bad = batch
+            self._bad.extend(int(i) for i in np.asarray(bad).reshape(-1) if i >= 0)
+            yield [f[0] if isinstance(f, (list, tuple)) else f for f in fields]
+
+    def take_bad(self):
+        """Record indices of the undecodable records replaced in the batches yielded since the last call."""
+        bad, self._bad = self._bad, []
+        return bad
+
+    def close(self):
+        from ..data.workers import close_loader
+
+        close_loader(self.loader)
+
+
+class _KeepLastField:
+    """GluonCV's batchify on all but each item's last field (the replaced-record index), passed on as a list
+    (a class, not a closure: worker processes receive it pickled)."""
+
+    def __init__(self, batchify):
+        self.batchify = batchify
+
+    def __call__(self, items):
+        return (*self.batchify([item[:-1] for item in items]), [item[-1] for item in items])
+
+
+def mx_data_loader(dataset, batch_size, sampler, batchify, num_workers):
+    import mxnet as mx
+
+    return mx.gluon.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, last_batch="keep",
+                                    batchify_fn=_KeepLastField(batchify), num_workers=num_workers)

@@ -250,7 +250,7 @@ def average_running_stats(net, dist):
     if dist.hvd is None:
         return
     for name, p in sorted(net._collect_params_with_prefix().items()):
-        if name.endswith(("running_mean", "running_var")):
+        if name.endswith(("running_mean", "running_var", "moving_mean", "moving_var")):  # Gluon, symbol names
             dist.hvd.allreduce_(p.data(), op=dist.hvd.Average, name=f"bn_stats.{name}")
     # Wait here on every rank: a rank that went on and exited would shut Horovod down under the others' pending
     # allreduces (seen under load: rank 0's checkpoint write then failed with "Horovod has been shut down").

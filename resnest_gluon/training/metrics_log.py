@@ -34,8 +34,12 @@ def read_log(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(log_path, png_path):
-    """Loss and LR per step, train/val accuracy per epoch, into one PNG (written atomically)."""
+CLASSIFICATION_SCORES = (("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5"))
+
+
+def plot_curves(log_path, png_path, scores=CLASSIFICATION_SCORES):
+    """Loss and LR per step and the per-epoch ``scores`` (``(field, label)`` pairs: accuracy, mAP) into one PNG
+    (written atomically)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -49,11 +53,11 @@ def plot_curves(log_path, png_path):
         axes[1].plot([r["global_step"] for r in steps], [r["lr"] for r in steps])
     axes[0].set(title="training loss", xlabel="update")
     axes[1].set(title="learning rate", xlabel="update")
-    for key, label in (("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5")):
+    for key, label in scores:
         pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
         if pts:
             axes[2].plot(*zip(*pts), marker="o", label=label)
-    axes[2].set(title="accuracy", xlabel="epoch")
+    axes[2].set(title="scores", xlabel="epoch")
     axes[2].legend(loc="lower right")
     fig.tight_layout()
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))

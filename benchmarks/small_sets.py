@@ -73,7 +73,7 @@ def draw_texture(name, rng, size=64):
                        np.float32) / 127.5 - 1
     t = np.clip(t, -1, 1) * 0.5 + 0.5
     a, b = rng.integers(0, 256, 3).astype(np.float32), rng.integers(0, 256, 3).astype(np.float32)
-    while abs(demo_data._luma(a) - demo_data._luma(b)) < 60:
+    while abs(demo_data.luma(a) - demo_data.luma(b)) < 60:
         b = rng.integers(0, 256, 3).astype(np.float32)
     img = a * (1 - t[..., None]) + b * t[..., None]
     img += rng.standard_normal(img.shape).astype(np.float32) * rng.uniform(2, 12)

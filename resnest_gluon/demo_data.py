@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["CLASSES", "DatasetSummary", "draw_sample", "shape_mask", "make_dataset", "main"]
+__all__ = ["CLASSES", "DatasetSummary", "draw_sample", "shape_mask", "random_colour", "luma", "contrasting_colour",
+           "background", "grainy", "finish", "make_dataset", "main"]
 
 CLASSES = ("arrow", "circle", "crescent", "cross", "frame", "heart", "ring", "square", "star", "triangle")
 SUPERSAMPLE = 4  # masks are drawn this many times larger, then box-filtered down: anti-aliased edges
+MIN_CONTRAST = 100  # luma difference between a shape and its background: plainly visible to a person
 
 
 def _regular(n, r=1.0, phase=0.0):
@@ -81,15 +83,37 @@ def shape_mask(name, size, centre, radius, angle, mirror=False):
     return np.asarray(mask, np.float32) / 255.0
 
 
-def _random_colour(rng):
-    return rng.integers(0, 256, 3).astype(np.float32)
+def random_colour(rng, n=None):
+    """A uniformly random RGB colour (float32; ``n`` of them as (n, 3)), drawn apart from the class so that it
+    carries no label."""
+    return rng.integers(0, 256, 3 if n is None else (n, 3)).astype(np.float32)
 
 
-def _luma(rgb):
-    return float(np.dot(rgb, [0.299, 0.587, 0.114]))
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def _background(rng, size, base):
+def luma(rgb):
+    """Brightness as a person sees it (ITU-R 601 weights): contrast is judged on it, not on hue. Colours in the
+    last axis; a float for one colour."""
+    return float(np.dot(rgb, _LUMA)) if np.ndim(rgb) == 1 else np.dot(rgb, _LUMA)
+
+
+def contrasting_colour(rng, lumas, min_contrast=MIN_CONTRAST, tries=None, batch=1):
+    """A random colour whose luma differs by at least ``min_contrast`` (one number, or one per luma) from each of
+    ``lumas``, or None after ``tries`` draws (None: draw until one does). Rejection keeps the colour otherwise
+    uniform, so it stays label-free. ``batch`` colours are drawn at a time: faster when few qualify."""
+    lumas, limits = np.asarray(lumas, np.float64), np.broadcast_to(min_contrast, (len(lumas),))
+    n = 0
+    while tries is None or n < tries:
+        colours = random_colour(rng, batch)
+        ok = (np.abs(luma(colours)[:, None] - lumas) >= limits).all(1)
+        if ok.any():
+            return colours[ok.argmax()]
+        n += batch
+    return None
+
+
+def background(rng, size, base):
     """Solid, gradient, faint stripes or blotches around the colour ``base``: texture the net must learn to ignore."""
     kind = rng.integers(4)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -110,7 +134,7 @@ def _background(rng, size, base):
     return base * (1 - t[..., None]) + other * t[..., None]
 
 
-def _clutter(rng, size, img):
+def clutter(rng, size, img):
     """Up to two thin random strokes and dots in random colours, much smaller than the shape."""
     layer = Image.fromarray(img.astype(np.uint8))
     draw = ImageDraw.Draw(layer)
@@ -127,25 +151,33 @@ def _clutter(rng, size, img):
     return np.asarray(layer, np.float32)
 
 
+def grainy(rng, colour, shape):
+    """A float32 ``shape`` (H, W, 3) patch of ``colour`` with per-pixel noise of random strength: some shapes are
+    flat, some grainy."""
+    return colour + rng.standard_normal(shape, np.float32) * rng.uniform(0, 5)
+
+
+def finish(rng, size, img):
+    """Clutter strokes, sensor noise and sometimes a slight blur over a painted float image; RGB uint8."""
+    img = clutter(rng, size, img)
+    img = img + rng.standard_normal(img.shape, np.float32) * rng.uniform(1, 5)
+    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    if rng.random() < 0.25:
+        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    return np.asarray(out)
+
+
 def draw_sample(name, rng, size=64):
     """One ``size x size`` RGB uint8 image of class ``name``; every nuisance factor comes from ``rng``."""
     radius = rng.uniform(0.25, 0.4) * size  # the shape spans 50-80 % of the side
     margin = radius * 0.95  # the shape may touch the border a little, never leave the centre crop entirely
     centre = rng.uniform(margin, size - margin, 2)
     mask = shape_mask(name, size, centre, radius, rng.uniform(0, 2 * math.pi), mirror=rng.random() < 0.5)
-    fg = _random_colour(rng)
-    bg = _random_colour(rng)
-    while abs(_luma(fg) - _luma(bg)) < 100:  # visible to a person; colours stay independent of the class
-        bg = _random_colour(rng)
-    img = _background(rng, size, bg)
-    fg_img = fg + rng.standard_normal((size, size, 3), np.float32) * rng.uniform(0, 5)  # some shapes are grainy
-    img = img * (1 - mask[..., None]) + fg_img * mask[..., None]
-    img = _clutter(rng, size, img)
-    img = img + rng.standard_normal(img.shape, np.float32) * rng.uniform(1, 5)
-    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    if rng.random() < 0.25:
-        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
-    return np.asarray(out)
+    fg = random_colour(rng)
+    bg = contrasting_colour(rng, [luma(fg)])  # visible to a person; colours stay independent of the class
+    img = background(rng, size, bg)
+    img = img * (1 - mask[..., None]) + grainy(rng, fg, (size, size, 3)) * mask[..., None]
+    return finish(rng, size, img)
 
 
 @dataclass

@@ -26,7 +26,9 @@ HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compa
                  "benchmarks/agreement.py": "the demo's trained model (make demo writes it; the demo test runs it)",
                  "benchmarks/dense_speed.py": "minutes of timing",
                  "scripts/detect.py": "a trained detector (tests/test_dense_inference.py runs it on one)",
-                 "scripts/segment.py": "a trained segmenter (tests/test_dense_inference.py runs it on one)"}
+                 "scripts/segment.py": "a trained segmenter (tests/test_dense_inference.py runs it on one)",
+                 "scripts/train_detection.py": "a detection dataset and minutes per epoch (tests/test_train_detection.py "
+                                               "trains on generated scenes)"}
 
 
 def readme_commands(path=os.path.join(REPO, "README.md")):
@@ -144,8 +146,9 @@ def _parse_only(command, scratch):
         "parse = ns['parse_args'] if 'parse_args' in ns else ns['build_parser']().parse_args\n"
         "args = parse(argv)\n"
         "from resnest_gluon import get_config\n"
+        "from resnest_gluon.dense import split_dense_name\n"
         "model = getattr(args, 'model', None)\n"
-        "model and model != 'resnet50' and get_config(model)\n"
+        "model and model != 'resnet50' and (split_dense_name(model) or get_config(model))\n"
         "print('parsed', args)\n")
     for arg in command.args:  # the files it names exist (empty): parsers check existence, not content
         if re.search(r"\.(rec|idx|params|pth|jpg)$", arg):

@@ -110,6 +110,7 @@ def build_detector(config, ctx):
                           **config.model_args)
     net.build_kwargs.pop("per_device_batch_size")  # GluonCV's images per training step; inference runs one at a time
     net.data_config = DenseDataConfig(config.val_short, config.val_max_size)
+    net.target_generator  # GluonCV builds it at the first training step; checkpoints (resume) must find it at once
     return net
 
 

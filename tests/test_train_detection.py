@@ -1,0 +1,138 @@
+"""scripts/train_detection.py on generated scenes: two Horovod ranks train and leave a self-describing checkpoint; a
+run killed with SIGKILL and resumed ends with the weights of an uninterrupted one; a NaN stops the run and keeps the
+last good checkpoint; bad arguments are refused by name."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from recordio_tools.detection import pack_detection
+from resnest_gluon.demo_detection_data import make_scenes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "scripts", "train_detection.py")
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+# a small, fast detector: GluonCV's light box head, BatchNorm, few RoIs and proposals, 96-pixel scenes
+FAST = ("--model", "faster_rcnn_fpn_resnest14", "--short", "80,96", "--max-size", "96", "--val-short", "96",
+        "--batch-size", "1", "--lr", "0.02", "--lr-warmup", "2", "--log-interval", "1", "--model-arg", "box_head=2fc",
+        "--model-arg", "norm=bn", "--model-arg", "num_sample=32", "--model-arg", "rpn_train_post_nms=128",
+        "--model-arg", "rpn_test_post_nms=50")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    make_scenes(str(root / "voc"), train=12, val=4, size=96, seed=3)
+    prefixes = {}
+    for split in ("train", "val"):
+        prefixes[split] = str(root / split)
+        pack_detection(str(root / "voc"), prefixes[split], "voc", split=split,
+                       classes_file=str(root / "voc" / "classes.txt"), progress=False)
+    return prefixes
+
+
+def command(scenes, save_dir, *extra, np_=None):
+    launcher = [] if np_ is None else [HOROVODRUN, "--gloo", "-np", str(np_), "-H", f"localhost:{np_}"]
+    return launcher + [sys.executable, SCRIPT, "--rec-train", scenes["train"] + ".rec", *FAST, "--save-dir",
+                       str(save_dir), *extra]
+
+
+def run(cmd, fails=False, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "s/step" not in ln and "step/s" not in ln]
+    assert (proc.returncode != 0) == fails, "\n".join(lines[-50:])
+    return proc
+
+
+def events(save_dir, kind):
+    return [r for r in map(json.loads, open(os.path.join(save_dir, "metrics.jsonl"))) if r["event"] == kind]
+
+
+def params(path):
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+@pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="needs horovodrun next to the interpreter")
+def test_two_ranks_train_and_the_checkpoint_is_all_a_detector_needs(scenes, tmp_path):
+    out = tmp_path / "run"
+    proc = run(command(scenes, out, "--epochs", "2", "--max-steps-per-epoch", "2", "--rec-val",
+                       scenes["val"] + ".rec", np_=2))
+    assert "2 worker(s) x batch 1" in proc.stdout
+    epochs = events(out, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for e in epochs:
+        assert all(np.isfinite(e[k]) for k in ("loss", "rpn_cls", "rpn_box", "rcnn_cls", "rcnn_box"))
+        assert 0 <= e["val_voc07_map"] <= 1  # validated after each epoch, over both ranks
+    assert os.path.getsize(out / "curves.png") > 0
+
+    from resnest_gluon.dense.inference import Detector
+
+    detector = Detector(str(out / "ckpt-0002.params"))  # no flags: model, classes and transform travel with it
+    assert detector.names == open(scenes["train"] + "_classes.txt").read().split()
+    assert detector.config.short == 96 and detector.config.max_size == 96
+    assert detector.net.model_info.arch["box_head"] == "2fc"
+    found = detector.detect(np.zeros((96, 128, 3), np.uint8), threshold=0.0)
+    assert all(0 <= o["box"][0] <= o["box"][2] <= 128 for o in found)
+
+
+def _wait_for(path, proc, timeout=180):
+    deadline = time.time() + timeout
+    while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+
+
+def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_checkpoint(scenes, tmp_path):
+    flags = ("--epochs", "3", "--max-steps-per-epoch", "2", "--seed", "4")
+    whole = tmp_path / "whole"
+    run(command(scenes, whole, *flags))
+
+    killed = tmp_path / "killed"
+    cmd = command(scenes, killed, *flags)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    _wait_for(killed / "ckpt-0001.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not os.path.exists(killed / "ckpt-0003.json")
+    run(cmd + ["--resume", str(killed)])
+    assert [r["epoch"] for r in events(killed, "resume")][0] in (1, 2)
+    a, b = params(whole / "ckpt-0003.params"), params(killed / "ckpt-0003.params")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert events(killed, "epoch")[-1]["loss"] == pytest.approx(events(whole, "epoch")[-1]["loss"], rel=1e-5)
+
+    # an absurd learning rate from there: the loss overflows, the run stops (exit 3), the checkpoint stays the latest
+    nan = run(command(scenes, killed, "--epochs", "5", "--max-steps-per-epoch", "2", "--resume", str(killed),
+                      "--lr", "1e30", "--clip-gradient", "0"), fails=True)
+    assert nan.returncode == 3 and "last good checkpoint" in nan.stderr, nan.stderr[-2000:]
+    assert not os.path.exists(killed / "ckpt-0004.json")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--short", "200", "--max-size", "100"), "--short 200 is larger than --max-size 100"),
+    (("--model-arg", "box_head"), "expected KEY=VALUE"),
+    (("--pretrained-base", "--backbone-params", __file__), "pass one"),
+])
+def test_bad_arguments_are_refused_by_name(scenes, flags, message, capsys):
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import train_detection
+
+    with pytest.raises(SystemExit) as err:
+        train_detection.parse_args(["--rec-train", scenes["train"] + ".rec", *flags])
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_records_whose_classes_the_names_do_not_cover_are_refused(scenes, tmp_path):
+    names = tmp_path / "two.txt"
+    names.write_text("circle\ncross\n")
+    proc = run(command(scenes, tmp_path / "out", "--classes", str(names), "--epochs", "1"), fails=True)
+    assert proc.returncode == 2 and "class id" in proc.stderr and "record #" in proc.stderr

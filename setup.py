@@ -30,6 +30,7 @@ setup(
     extras_require={
         "torch": ["torch>=2.0", "timm>=1.0"],  # convert PyTorch / timm weights
         "horovod": ["horovod==0.28.1"],  # build with HOROVOD_WITH_MXNET=1, see README
-        "test": ["pytest", "gluoncv==0.10.5.post0"],
+        "coco": ["pycocotools"],  # COCO mAP (resnest_gluon.dense.detection_eval)
+        "test": ["pytest", "gluoncv==0.10.5.post0", "pycocotools"],
     },
 )

@@ -28,7 +28,9 @@ HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compa
                  "scripts/detect.py": "a trained detector (tests/test_dense_inference.py runs it on one)",
                  "scripts/segment.py": "a trained segmenter (tests/test_dense_inference.py runs it on one)",
                  "scripts/train_detection.py": "a detection dataset and minutes per epoch (tests/test_train_detection.py "
-                                               "trains on generated scenes)"}
+                                               "trains on generated scenes)",
+                 "scripts/eval_detection.py": "a trained detector and a detection .rec (tests/test_detection_eval.py "
+                                              "runs it on ones)"}
 
 
 def readme_commands(path=os.path.join(REPO, "README.md")):

@@ -143,9 +143,13 @@ class RecordImageDataset(mx.gluon.data.Dataset):
     def __getitem__(self, i):
         return decode_record(*self.payload(i))
 
+    def where(self, i):
+        """Record ``i`` named for messages: the file, its position and its key."""
+        return f"{self.rec_path} record #{i} (key {self.keys[i]})"
+
     def payload(self, i):
-        """``(record i's bytes, where)``, ``where`` naming the file, position and key for error messages."""
-        where = f"{self.rec_path} record #{i} (key {self.keys[i]})"
+        """``(record i's bytes, where)``, ``where`` naming the record (:meth:`where`) for error messages."""
+        where = self.where(i)
         try:
             return self._record.read_idx(self.keys[i]), where
         except mx.base.MXNetError as err:  # its framing is broken; the reader still reads the others by offset

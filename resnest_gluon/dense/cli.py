@@ -1,4 +1,5 @@
-"""What ``scripts/detect.py`` and ``scripts/segment.py`` share: their flags, the loop over image files, the report.
+"""What ``scripts/detect.py`` and ``scripts/segment.py`` share: their flags, the loop over image files, the report
+(``scripts/eval_detection.py`` shares the model's flags and loading).
 
 A trained dense model's file carries its model, classes and transform (:mod:`resnest_gluon.trained`), so
 ``--params`` alone is enough; ``--short`` / ``--max-size`` replace the transform's sizes. A missing or undecodable
@@ -12,27 +13,39 @@ from tqdm import tqdm
 from ..atomic import atomic_write, write_json
 from ..data.transforms import load_image
 
-__all__ = ["EXIT_SKIPPED", "add_dense_arguments", "load_runner", "output_names", "run_images", "save_png"]
+__all__ = ["EXIT_SKIPPED", "add_dense_arguments", "add_dense_model_arguments", "add_output_arguments", "load_runner",
+           "output_names", "run_images", "save_png"]
 
 EXIT_SKIPPED = 3
 
 
 def add_dense_arguments(parser, report_name):
-    """Adds ``images``, ``--params``, ``--model``, ``--classes``, ``--short``, ``--max-size``, ``--out``,
-    ``--json``."""
+    """Adds ``images``, the model's flags (:func:`add_dense_model_arguments`), ``--out`` and ``--json``."""
     parser.add_argument("images", nargs="+", help="image files")
+    add_dense_model_arguments(parser)
+    add_output_arguments(parser, report_name, "predictions", "the pictures")
+
+
+def add_dense_model_arguments(parser):
+    """Adds ``--params``, ``--model``, ``--classes``, ``--short``, ``--max-size``: the trained model and its
+    transform's sizes (what :func:`load_runner` reads)."""
     parser.add_argument("--params", required=True,
                         help="trained weights (.params with its .json: model, classes and transform come with it)")
     parser.add_argument("--model", help="model name, for a bare .params without its .json (must agree otherwise)")
     parser.add_argument("--classes", help="class names, one per line, for a bare .params (must agree otherwise)")
     parser.add_argument("--short", type=int, help="resize the short side to this (default: the model's transform)")
     parser.add_argument("--max-size", type=int, help="longest side after resizing (default: the model's)")
-    parser.add_argument("--out", default="predictions", help="folder for the pictures (default: predictions)")
+
+
+def add_output_arguments(parser, report_name, folder, what):
+    """Adds ``--out`` (default ``folder``, for ``what``) and ``--json`` (default ``OUT/report_name``)."""
+    parser.add_argument("--out", default=folder, help=f"folder for {what} (default: {folder})")
     parser.add_argument("--json", help=f"the report (default: OUT/{report_name})")
 
 
-def load_runner(runner_class, args):
-    """The runner (:class:`~resnest_gluon.dense.inference.Detector` or ``Segmenter``) the flags describe."""
+def load_runner(runner_class, args, ctx=None):
+    """The runner (:class:`~resnest_gluon.dense.inference.Detector` or ``Segmenter``) the flags describe, on
+    ``ctx`` (default CPU)."""
     from ..trained import load_class_names
 
     if not os.path.isfile(args.params):
@@ -41,7 +54,8 @@ def load_runner(runner_class, args):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     names = load_class_names(args.classes) if args.classes else None
-    return runner_class(args.params, model=args.model, class_names=names, short=args.short, max_size=args.max_size)
+    return runner_class(args.params, ctx=ctx, model=args.model, class_names=names, short=args.short,
+                        max_size=args.max_size)
 
 
 def output_names(paths, folder, suffix):

@@ -17,19 +17,51 @@ from ..data.transforms import interp_code, load_image
 from ..trained import load_trained
 from . import dense_task
 
-__all__ = ["preprocess", "Detector", "Segmenter"]
+__all__ = ["prepare", "preprocess", "run_detector", "class_names_of", "Detector", "Segmenter"]
 
 
-def preprocess(image, config, ctx=mx.cpu()):
-    """``(x, (scale_y, scale_x))``: the image (a path, an array, ...: see :func:`~resnest_gluon.data.load_image`)
-    resized as ``config`` (a :class:`~resnest_gluon.dense.DenseDataConfig`) says, normalised, as a (1, 3, h, w)
-    batch, and the factors from its pixels to the original's."""
+def prepare(image, config):
+    """``(chw, (scale_y, scale_x))``: the image (a path, an array, ...: see :func:`~resnest_gluon.data.load_image`)
+    resized as ``config`` (a :class:`~resnest_gluon.dense.DenseDataConfig`) says and normalised, a (3, h, w) float32
+    numpy array (no MXNet: DataLoader workers can call it), and the factors from its pixels to the original's."""
     img = load_image(image)
     height, width = img.shape[:2]
     new_h, new_w = config.resized_shape(height, width)
     img = cv2.resize(img, (new_w, new_h), interpolation=interp_code(config.interpolation))
     x = (img.astype(np.float32) / 255 - np.array(config.mean, np.float32)) / np.array(config.std, np.float32)
-    return mx.nd.array(x.transpose(2, 0, 1)[None], ctx=ctx), (height / new_h, width / new_w)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), (height / new_h, width / new_w)
+
+
+def preprocess(image, config, ctx=mx.cpu()):
+    """``(x, (scale_y, scale_x))``: :func:`prepare`'s image as a (1, 3, h, w) batch on ``ctx``, and its factors."""
+    x, scale = prepare(image, config)
+    return mx.nd.array(x[None], ctx=ctx), scale
+
+
+def run_detector(net, x, scale, size):
+    """``(ids, scores, boxes, masks)`` of every detection of ``net`` (a GluonCV-style detector) on the batch of one
+    image ``x`` from :func:`preprocess`, rows of id < 0 (padding) dropped, in the network's order.
+
+    ``boxes`` are in the original image's pixels: scaled by ``scale`` and clipped to ``size`` = (height, width),
+    which is GluonCV's validation (``BBoxClipToImage`` on the resized image, then the scale back) in the other
+    order, so the bounds are exactly the image's. ``masks``: Mask R-CNN's per-box probabilities (28 x 28), else
+    None. Runs in inference mode whatever the caller records (a network being trained is left as it is).
+    """
+    with mx.autograd.pause(train_mode=False):
+        out = [o[0].asnumpy() for o in net(x)]
+    ids, scores = out[0][:, 0], out[1][:, 0]
+    keep = np.flatnonzero(ids >= 0)
+    sy, sx = scale
+    height, width = size
+    boxes = np.clip(out[2][keep] * np.array([sx, sy, sx, sy], np.float32), 0, [width, height, width, height])
+    return ids[keep].astype(np.int64), scores[keep], boxes.astype(np.float32), \
+        (out[3][keep] if len(out) == 4 else None)
+
+
+def class_names_of(net):
+    """The class names of a dense model built or loaded by this project: its own, else ``class 0``, ``class 1``..."""
+    names = getattr(net, "class_names", None)
+    return list(names) if names else [f"class {i}" for i in range(net.num_classes)]
 
 
 class _DenseRunner:
@@ -44,8 +76,7 @@ class _DenseRunner:
             raise ValueError(f"{params} holds a {self.net.model_name}, a {dense_task(self.net.model_name)} model, "
                              f"not a {self.task} model")
         self.info, self.config = self.net.model_info, self.net.data_config
-        count = self.info.num_classes
-        self.names = list(self.info.class_names) if self.info.class_names else [f"class {i}" for i in range(count)]
+        self.names = class_names_of(self.net)
         self.net.hybridize(static_alloc=True)
 
 
@@ -59,20 +90,18 @@ class Detector(_DenseRunner):
         (index), ``class`` (name), ``score``, ``box`` ([x1, y1, x2, y2] in the image's pixels) and, for Mask
         R-CNN, ``mask`` (a boolean (H, W) array)."""
         img = load_image(image)
-        x, (sy, sx) = preprocess(img, self.config, self.ctx)
-        out = [o[0].asnumpy() for o in self.net(x)]
-        ids, scores, boxes = out[0][:, 0], out[1][:, 0], out[2]
-        keep = np.flatnonzero((ids >= 0) & (scores >= threshold))
+        x, scale = preprocess(img, self.config, self.ctx)
+        ids, scores, boxes, masks = run_detector(self.net, x, scale, img.shape[:2])
+        keep = np.flatnonzero(scores >= threshold)
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         height, width = img.shape[:2]
-        boxes = boxes[keep] * np.array([sx, sy, sx, sy], np.float32)
-        boxes = np.clip(boxes, 0, [width, height, width, height])
+        boxes = boxes[keep]
         objects = [{"label": int(ids[k]), "class": self.names[int(ids[k])], "score": float(scores[k]),
                     "box": [float(v) for v in box]} for k, box in zip(keep, boxes)]
-        if len(out) == 4 and len(keep):  # Mask R-CNN: per-box mask probabilities, pasted into the image
+        if masks is not None and len(keep):  # Mask R-CNN: per-box mask probabilities, pasted into the image
             from gluoncv.data.transforms.mask import fill
 
-            masks = fill(out[3][keep], boxes, (width, height)) >= 0.5
+            masks = fill(masks[keep], boxes, (width, height)) >= 0.5
             for obj, mask in zip(objects, masks):
                 obj["mask"] = mask
         return objects

@@ -110,8 +110,21 @@ def build_detector(config, ctx):
                           **config.model_args)
     net.build_kwargs.pop("per_device_batch_size")  # GluonCV's images per training step; inference runs one at a time
     net.data_config = DenseDataConfig(config.val_short, config.val_max_size)
-    net.target_generator  # GluonCV builds it at the first training step; checkpoints (resume) must find it at once
     return net
+
+
+class _DetectorWeights:
+    """What a checkpoint saves of a detector: its parameters without the constants of the R-CNN target generator
+    GluonCV adds at the first training step (box-encoder means and stds), so the file fits the model as
+    ``get_model`` / ``load_trained`` build it (and a resumed run before its first step)."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def save_parameters(self, path):
+        params = {k: p._reduce() for k, p in self.net._collect_params_with_prefix().items()
+                  if not k.startswith("_target_generator.")}
+        mx.nd.save(path, params)
 
 
 class _Losses:
@@ -263,7 +276,7 @@ def _train(config, stop):
                 print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()
                                   if k != "per_class"}), flush=True)
                 if save:
-                    saver.save(epoch + 1, net, trainer, run=run, num_update=int(trainer._optimizer.num_update),
+                    saver.save(epoch + 1, _DetectorWeights(net), trainer, run=run, num_update=int(trainer._optimizer.num_update),
                                model=model)
             except OSError as err:
                 write_error = err
@@ -300,13 +313,22 @@ def _check_labels(data, num_classes, config):
 
 
 def _validate(net, config, dist, ctx):
+    """Validation mAP over all ranks (the same numbers on each), as ``scripts/eval_detection.py`` reports them."""
     from ..dense.detection_data import DetectionRecordDataset
     from ..dense.detection_eval import evaluate_detection
 
     dataset = DetectionRecordDataset(config.rec_val, config.rec_val_idx)
-    result = evaluate_detection(net, dataset, ctx=ctx, dist=dist, progress=dist.is_root)
-    scores = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    return {f"val_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k.endswith("map")}
+    net.hybridize(static_alloc=True)  # a fresh graph for inference's one input (training's takes three), as GluonCV
+    try:
+        found = evaluate_detection(net, dataset, ctx=ctx, dist=dist, progress=dist.is_root)
+    finally:
+        net.hybridize(static_alloc=True)  # and for training again
+    result = found.result.to_dict()
+    scores = {f"val_{k}": result[k] for k in ("voc07_map", "voc_map", "coco_map", "coco_map50")
+              if result.get(k) is not None}
+    if found.skipped and dist.is_root:
+        print(f"validation skipped {len(found.skipped)} damaged record(s): {found.skipped[0][1]}", flush=True)
+    return scores
 
 
 def _stop_with_checkpoint(at, steps, net, trainer, saver, config, dist, log, **meta):
@@ -317,7 +339,7 @@ def _stop_with_checkpoint(at, steps, net, trainer, saver, config, dist, log, **m
     write_error, where = None, f"rank 0 wrote a checkpoint in {config.save_dir}"
     if dist.is_root:
         try:
-            where = saver.save(at.epoch, net, trainer, step=at.step, epoch_sums=at.sums,
+            where = saver.save(at.epoch, _DetectorWeights(net), trainer, step=at.step, epoch_sums=at.sums,
                                num_update=int(trainer._optimizer.num_update), **meta)
             log.write("preempted", epoch=at.epoch + 1, step=at.step, checkpoint=where)
         except OSError as err:

@@ -14,7 +14,7 @@ from recordio_tools.detection import parse_objects
 
 from ..data.records import CorruptRecordError, RecordImageDataset, decode_record
 
-__all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "object_counts", "objects_in_pixels"]
+__all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "header_objects", "check_class_ids", "objects_in_pixels"]
 
 
 def objects_in_pixels(labels, height, width, where=""):
@@ -42,31 +42,39 @@ class DetectionRecordDataset(RecordImageDataset):
         return img, objects_in_pixels(labels, img.shape[0], img.shape[1], where)
 
 
-def object_counts(rec_path, idx_path=None):
-    """Objects per record of a detection .rec (file order of its .idx), from the record headers alone (two small
-    reads per record, no image decoding); -1 where the header is not a readable detection label."""
+def header_objects(rec_path, idx_path=None):
+    """The objects of every record of a detection .rec (.idx order) as ``(N, object width)`` arrays (class id
+    first, normalised corners), read from the record headers alone (two small reads per record, no image
+    decoding); None where the header is not a readable detection label."""
     import os
     import struct
 
     from ..data.records import IR_HEADER, default_idx_path, read_frame, read_idx_entries
 
     idx_path = idx_path or default_idx_path(rec_path)
-    counts = []
+    found = []
     with open(rec_path, "rb") as f:
         fd = f.fileno()
         for _, _, offset in read_idx_entries(idx_path):
             frame = read_frame(fd, offset, IR_HEADER.size)
-            if frame is None or len(frame[3]) < IR_HEADER.size:
-                counts.append(-1)
-                continue
-            flag = IR_HEADER.unpack_from(frame[3])[0]
-            head = os.pread(fd, 4 * flag, offset + 8 + IR_HEADER.size)
-            if flag < 2 or len(head) < 4 * flag:
-                counts.append(-1)
-                continue
-            objects, problem = parse_objects(list(struct.unpack(f"<{flag}f", head)))
-            counts.append(-1 if problem else len(objects))
-    return counts
+            flag = IR_HEADER.unpack_from(frame[3])[0] if frame and len(frame[3]) >= IR_HEADER.size else 0
+            head = os.pread(fd, 4 * flag, offset + 8 + IR_HEADER.size) if flag >= 2 else b""
+            objects = None
+            if flag >= 2 and len(head) == 4 * flag:
+                objects, problem = parse_objects(list(struct.unpack(f"<{flag}f", head)))
+                objects = None if problem else objects
+            found.append(objects)
+    return found
+
+
+def check_class_ids(rec_path, idx_path, class_names, flag="--rec-train"):
+    """``ValueError`` naming the first record whose class ids fall outside ``class_names`` (from the headers)."""
+    for index, objects in enumerate(header_objects(rec_path, idx_path)):
+        if objects is not None and len(objects) and not 0 <= objects[:, 0].min() <= objects[:, 0].max() < len(
+                class_names):
+            raise ValueError(f"{flag} {rec_path} record #{index}: class id {int(objects[:, 0].max())} but "
+                             f"{len(class_names)} class names; pass the classes file the records were packed with "
+                             f"(--classes)")
 
 
 class _SeededDetections(DetectionRecordDataset):
@@ -131,7 +139,7 @@ class DetectionTrainLoader:
         from ..data.train import _SeededSampler
 
         idx_path = idx_path or default_idx_path(rec_path)
-        counts = object_counts(rec_path, idx_path)
+        counts = [-1 if o is None else len(o) for o in header_objects(rec_path, idx_path)]
         usable = [i for i, n in enumerate(counts) if n > 0]
         self.num_empty, self.source_records = sum(n == 0 for n in counts), len(counts)
         if not usable:

@@ -24,12 +24,13 @@ from ..data.preflight import preflight
 from ..distributed import Distributed
 from ..trained import info_of, load_class_names
 from .bad_input import BadRecordWatch
-from .checkpoint import CheckpointManager, latest_checkpoint
+from .checkpoint import CheckpointManager
 from .loop import (CheckpointNotSaved, ResumeMismatch, TrainingDiverged, _StoppedAtStep, all_finite,
-                   average_running_stats, classes_file_beside, seed_everything, step_seed)
+                   average_running_stats, checkpoint_and_stop, classes_file_beside, restore_checkpoint,
+                   seed_everything, step_seed)
 from .metrics_log import MetricsLog, plot_curves
 from .optim import LINEAR_RULE, learning_rate
-from .preemption import Preempted, StopSignals
+from .preemption import StopSignals
 from .schedule import build_lr_scheduler
 
 __all__ = ["DetectionTrainConfig", "train_detection", "LOSS_NAMES"]
@@ -181,7 +182,7 @@ def train_detection(config):
 
 
 def _train(config, stop):
-    from ..dense.detection_data import DetectionTrainLoader
+    from ..dense.detection_data import DetectionTrainLoader, check_class_ids
 
     config = copy.copy(config)
     config._class_names = _class_names(config)
@@ -194,9 +195,11 @@ def _train(config, stop):
     os.makedirs(config.save_dir, exist_ok=True)
     log = MetricsLog(os.path.join(config.save_dir, "metrics.jsonl")) if dist.is_root else None
     num_classes = len(config._class_names)
-    for rec, idx in ((config.rec_train, config.rec_train_idx), (config.rec_val, config.rec_val_idx)):
-        if rec:  # framing, .idx and header damage stop every rank here, by name
+    for flag, rec, idx in (("--rec-train", config.rec_train, config.rec_train_idx),
+                           ("--rec-val", config.rec_val, config.rec_val_idx)):
+        if rec:  # framing, .idx, header damage and class ids outside the names stop every rank here, by name
             preflight(rec, idx, None)
+            check_class_ids(rec, idx, config._class_names, flag)
 
     net = build_detector(config, ctx)
     if config.backbone_params and dist.is_root:
@@ -204,7 +207,6 @@ def _train(config, stop):
     data = DetectionTrainLoader(config.rec_train, net, config.rec_train_idx, config.batch_size, config.short,
                                 config.max_size, dist.rank, dist.world, config.seed, config.data_nthreads,
                                 config.flip_p)
-    _check_labels(data, num_classes, config)
     steps = min(data.steps, config.max_steps_per_epoch or data.steps)
     bad_watch = BadRecordWatch(config.rec_train, data.source_records, config.max_bad_records_fraction, dist, log)
 
@@ -223,22 +225,9 @@ def _train(config, stop):
     run = config.run_settings(dist.world, steps)
     start_epoch, resume_at = 0, None
     if config.resume:
-        ckpt = latest_checkpoint(config.resume)
-        if ckpt is None:
-            if dist.is_root:
-                print(f"--resume {config.resume}: no complete checkpoint there, starting from epoch 0")
-        else:
-            _check_resume(ckpt, run)
-            net.load_parameters(ckpt["params"], ctx=ctx)
-            trainer.load_states(ckpt["states"])
-            trainer._optimizer.lr_scheduler = scheduler
-            start_epoch = int(ckpt["epoch"])
-            if ckpt.get("step"):
-                resume_at = {"step": int(ckpt["step"]), **ckpt["epoch_sums"]}
-            if dist.is_root:
-                print(f"resumed from {ckpt['meta_path']} (epoch {start_epoch}, step {ckpt.get('step', 0)}, update "
-                      f"{ckpt['num_update']})")
-                log.write("resume", epoch=start_epoch, step=ckpt.get("step", 0), checkpoint=ckpt["meta_path"])
+        start_epoch, resume_at = restore_checkpoint(config.resume, net, trainer, scheduler,
+                                                    lambda c: _check_resume(c, run), dist, log, ctx,
+                                                    momentum=config.momentum, wd=config.wd)
     saver = CheckpointManager(config.save_dir, keep=config.keep_checkpoints) if dist.is_root else None
     model = info_of(net).to_dict()
     if dist.is_root:
@@ -255,7 +244,8 @@ def _train(config, stop):
             stats = _train_epoch(epoch, net, trainer, data, steps, losses, config, dist, ctx, log, stop, resume_at,
                                  bad_watch)
         except _StoppedAtStep as at:
-            _stop_with_checkpoint(at, steps, net, trainer, saver, config, dist, log, run=run, model=model)
+            checkpoint_and_stop(at, steps, net, trainer, saver, config.save_dir, dist, log, _DetectorWeights(net),
+                                run=run, model=model)
         summary["epochs"].append(stats)
         resume_at = None
         last = epoch + 1 == config.num_epochs
@@ -296,22 +286,6 @@ DETECTION_SCORES = (("rcnn_acc", "train R-CNN accuracy"), ("val_voc07_map", "val
                     ("val_coco_map", "val COCO mAP"))
 
 
-def _check_labels(data, num_classes, config):
-    """Every class id in the training records must be one of the class names' (checked from the headers)."""
-    ds = data.dataset
-    worst = None
-    for index in ds.usable:
-        payload, where = ds.payload(index)
-        header, _ = mx.recordio.unpack(payload)
-        ids = np.asarray(header.label, np.float64)[int(header.label[0])::int(header.label[1])]
-        if len(ids) and (ids.max() >= num_classes or ids.min() < 0):
-            worst = (where, int(ids.max()))
-            break
-    if worst:
-        raise ValueError(f"{worst[0]}: class id {worst[1]} but {len(config._class_names)} class names; pass the "
-                         f"classes file the records were packed with (--classes)")
-
-
 def _validate(net, config, dist, ctx):
     """Validation mAP over all ranks (the same numbers on each), as ``scripts/eval_detection.py`` reports them."""
     from ..dense.detection_data import DetectionRecordDataset
@@ -329,26 +303,6 @@ def _validate(net, config, dist, ctx):
     if found.skipped and dist.is_root:
         print(f"validation skipped {len(found.skipped)} damaged record(s): {found.skipped[0][1]}", flush=True)
     return scores
-
-
-def _stop_with_checkpoint(at, steps, net, trainer, saver, config, dist, log, **meta):
-    average_running_stats(net, dist)
-    if not all_finite(net):
-        raise TrainingDiverged(f"weights became NaN/inf in epoch {at.epoch + 1} (by step {at.step}); not saving them "
-                               f"at the stop, the last good checkpoint in {config.save_dir} is kept")
-    write_error, where = None, f"rank 0 wrote a checkpoint in {config.save_dir}"
-    if dist.is_root:
-        try:
-            where = saver.save(at.epoch, _DetectorWeights(net), trainer, step=at.step, epoch_sums=at.sums,
-                               num_update=int(trainer._optimizer.num_update), **meta)
-            log.write("preempted", epoch=at.epoch + 1, step=at.step, checkpoint=where)
-        except OSError as err:
-            write_error = err
-    if dist.allreduce_sum([write_error is not None], name="preempt_write_error")[0]:
-        raise CheckpointNotSaved(f"{write_error or 'rank 0 could not write its files'} (stopping on a signal in epoch "
-                                 f"{at.epoch + 1}); the last complete checkpoint in {config.save_dir} is kept")
-    raise Preempted(f"stopped on a signal after step {at.step} of {steps} in epoch {at.epoch + 1}: {where}; "
-                    f"continue with --resume {config.save_dir}")
 
 
 def _train_epoch(epoch, net, trainer, data, steps, losses, config, dist, ctx, log, stop, start, bad_watch):

@@ -39,7 +39,7 @@ from .preemption import Preempted, StopSignals
 from .recipes import get_recipe
 from .schedule import build_lr_scheduler
 
-__all__ = ["train", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "CheckpointNotSaved", "ResumeMismatch",
+__all__ = ["train", "restore_checkpoint", "checkpoint_and_stop", "TrainingDiverged", "TooManyBadRecords", "NotLearning", "CheckpointNotSaved", "ResumeMismatch",
            "Preempted", "param_digest", "resolve_model_defaults", "eval_data_config", "resolve_classes", "model_info", "check_resume", "FIXED_ON_RESUME"]
 
 # Settings a checkpoint only makes sense with: its weights (model, classes), its optimizer state (optimizer), and
@@ -298,6 +298,31 @@ def check_resume(ckpt, current):
                              f"or start a new run from its weights with --resume-params {ckpt['params']}")
 
 
+def restore_checkpoint(directory, net, trainer, scheduler, check, dist, log, ctx, **optimizer_settings):
+    """``(start epoch, position inside the next epoch or None)`` after loading the latest complete checkpoint of
+    ``directory`` (``check(ckpt)`` first refuses one of another run): weights, momenta and update count; the
+    schedule and ``optimizer_settings`` (momentum, wd) are the resuming command's, from the restored update on.
+    ``(0, None)`` when there is none."""
+    ckpt = latest_checkpoint(directory)
+    if ckpt is None:
+        if dist.is_root:
+            print(f"--resume {directory}: no complete checkpoint there, starting from epoch 0")
+        return 0, None
+    check(ckpt)
+    net.load_parameters(ckpt["params"], ctx=ctx)
+    trainer.load_states(ckpt["states"])
+    trainer._optimizer.lr_scheduler = scheduler
+    for name, value in optimizer_settings.items():
+        setattr(trainer._optimizer, name, value)
+    start_epoch = int(ckpt["epoch"])
+    resume_at = {"step": int(ckpt["step"]), **ckpt["epoch_sums"]} if ckpt.get("step") else None
+    if dist.is_root:
+        print(f"resumed from {ckpt['meta_path']} (epoch {start_epoch}, step {ckpt.get('step', 0)}, update "
+              f"{ckpt['num_update']})")
+        log.write("resume", epoch=start_epoch, step=ckpt.get("step", 0), checkpoint=ckpt["meta_path"])
+    return start_epoch, resume_at
+
+
 def train(args):
     """Runs the whole recipe described by ``args`` (see ``scripts/train_imagenet.py``); returns a summary dict.
     A SIGTERM/SIGINT stops every rank at the next step boundary: rank 0 writes a checkpoint of that step, then
@@ -352,23 +377,8 @@ def _train(args, stop):
     run.update(world=dist.world, steps_per_epoch=steps, lr_rule=lr.rule, effective_lr=lr.effective)
     start_epoch, resume_at = 0, None
     if args.resume:
-        ckpt = latest_checkpoint(args.resume)
-        if ckpt is None:
-            if dist.is_root:
-                print(f"--resume {args.resume}: no complete checkpoint there, starting from epoch 0")
-        else:
-            check_resume(ckpt, run)
-            net.load_parameters(ckpt["params"], ctx=ctx)
-            trainer.load_states(ckpt["states"])  # momenta and update count; the rest from this command's flags:
-            opt = trainer._optimizer
-            opt.lr_scheduler, opt.momentum, opt.wd = scheduler, args.momentum, args.wd
-            start_epoch = int(ckpt["epoch"])
-            if ckpt.get("step"):  # written inside epoch start_epoch + 1 (preemption): continue after that step
-                resume_at = {"step": int(ckpt["step"]), **ckpt["epoch_sums"]}
-            if dist.is_root:
-                print(f"resumed from {ckpt['meta_path']} (epoch {start_epoch}, step {ckpt.get('step', 0)}, update "
-                      f"{ckpt['num_update']})")
-                log.write("resume", epoch=start_epoch, step=ckpt.get("step", 0), checkpoint=ckpt["meta_path"])
+        start_epoch, resume_at = restore_checkpoint(args.resume, net, trainer, scheduler, lambda c: check_resume(c, run),
+                                                    dist, log, ctx, momentum=args.momentum, wd=args.wd)
     saver = CheckpointManager(args.save_dir, keep=args.keep_checkpoints) if dist.is_root else None
 
     mixer = MixupLabelSmoothing(args.num_classes, args.mixup_alpha if args.mixup else 0.0, args.label_smoothing,
@@ -388,8 +398,8 @@ def _train(args, stop):
             summary["epochs"].append(_train_epoch(epoch, net, trainer, train_data, steps, mixer, loss_fn, args, dist,
                                                   ctx, log, stop, resume_at, bad_watch))
         except _StoppedAtStep as at:  # every rank, after the same step
-            _checkpoint_and_stop(at, steps, net, trainer, saver, args, dist, log, run=run, base_lr=base_lr,
-                                 model=info.to_dict())
+            checkpoint_and_stop(at, steps, net, trainer, saver, args.save_dir, dist, log, run=run, base_lr=base_lr,
+                                model=info.to_dict())
         resume_at = None
         stats = summary["epochs"][-1]
         last = epoch + 1 == args.num_epochs
@@ -449,26 +459,27 @@ class _StoppedAtStep(Exception):
         self.epoch, self.step, self.sums = epoch, step, sums
 
 
-def _checkpoint_and_stop(at, steps, net, trainer, saver, args, dist, log, **meta):
+def checkpoint_and_stop(at, steps, net, trainer, saver, save_dir, dist, log, weights=None, **meta):
     """Every rank: BN statistics averaged (as before any checkpoint; averaging is linear, so the end state is the
-    uninterrupted run's), rank 0 writes the checkpoint of the position, then all raise :class:`Preempted`."""
+    uninterrupted run's), rank 0 writes the checkpoint of the position (of ``weights``: default ``net``), then all
+    raise :class:`Preempted`."""
     average_running_stats(net, dist)
     if not all_finite(net):
         raise TrainingDiverged(f"weights became NaN/inf in epoch {at.epoch + 1} (by step {at.step}); not saving "
-                               f"them at the stop, the last good checkpoint in {args.save_dir} is kept")
-    write_error, where = None, f"rank 0 wrote a checkpoint in {args.save_dir}"
+                               f"them at the stop, the last good checkpoint in {save_dir} is kept")
+    write_error, where = None, f"rank 0 wrote a checkpoint in {save_dir}"
     if dist.is_root:
         try:
-            where = saver.save(at.epoch, net, trainer, step=at.step, epoch_sums=at.sums,
+            where = saver.save(at.epoch, weights or net, trainer, step=at.step, epoch_sums=at.sums,
                                num_update=int(trainer._optimizer.num_update), **meta)
             log.write("preempted", epoch=at.epoch + 1, step=at.step, checkpoint=where)
         except OSError as err:
             write_error = err
     if dist.allreduce_sum([write_error is not None], name="preempt_write_error")[0]:
         raise CheckpointNotSaved(f"{write_error or 'rank 0 could not write its files'} (stopping on a signal in "
-                                 f"epoch {at.epoch + 1}); the last complete checkpoint in {args.save_dir} is kept")
+                                 f"epoch {at.epoch + 1}); the last complete checkpoint in {save_dir} is kept")
     raise Preempted(f"stopped on a signal after step {at.step} of {steps} in epoch {at.epoch + 1}: {where}; "
-                    f"continue with --resume {args.save_dir}")
+                    f"continue with --resume {save_dir}")
 
 
 def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, ctx, log, stop=None, start=None,

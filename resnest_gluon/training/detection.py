@@ -26,7 +26,7 @@ from ..trained import info_of, load_class_names
 from .bad_input import BadRecordWatch
 from .checkpoint import CheckpointManager
 from .loop import (CheckpointNotSaved, ResumeMismatch, TrainingDiverged, _StoppedAtStep, all_finite,
-                   average_running_stats, checkpoint_and_stop, classes_file_beside, restore_checkpoint,
+                   average_running_stats, checkpoint_and_stop, classes_file_beside, epoch_bar, restore_checkpoint,
                    seed_everything, step_seed)
 from .metrics_log import MetricsLog, plot_curves
 from .optim import LINEAR_RULE, learning_rate
@@ -309,11 +309,7 @@ def _train_epoch(epoch, net, trainer, data, steps, losses, config, dist, ctx, lo
     seed = seed_everything(config.seed, epoch, dist.rank)
     first = start["step"] if start else 0
     data.set_epoch(epoch, skip=first)
-    bar = None
-    if dist.is_root:
-        from tqdm import tqdm
-        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{config.num_epochs}", unit="step",
-                   dynamic_ncols=True)
+    bar = epoch_bar(dist, epoch, config.num_epochs, steps, first)
     tic = time.time() - (start["time_s"] if start else 0.0)
     sums = dict(start) if start else {"loss_sum": 0.0, "images": 0.0, "hits": 0.0, "rois": 0.0,
                                       **{f"{n}_sum": 0.0 for n in LOSS_NAMES}}

@@ -482,6 +482,15 @@ def checkpoint_and_stop(at, steps, net, trainer, saver, save_dir, dist, log, wei
                     f"continue with --resume {save_dir}")
 
 
+def epoch_bar(dist, epoch, num_epochs, steps, first=0):
+    """Rank 0's progress bar of one epoch (None on the other ranks)."""
+    if not dist.is_root:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{num_epochs}", unit="step", dynamic_ncols=True)
+
+
 def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, ctx, log, stop=None, start=None,
                  bad_watch=None):
     """Trains one epoch on every rank and returns its summary. ``start`` (from a checkpoint written inside this
@@ -496,11 +505,7 @@ def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, c
     if args.dropblock_prob > 0:
         set_drop_prob(net, drop)
     data.set_epoch(epoch, skip=first)
-    bar = None
-    if dist.is_root:
-        from tqdm import tqdm
-        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{args.num_epochs}", unit="step",
-                   dynamic_ncols=True)
+    bar = epoch_bar(dist, epoch, args.num_epochs, steps, first)
     tic = time.time() - (start["time_s"] if start else 0.0)
     loss_sum, correct, seen = (start["loss_sum"], start["correct"], start["images"]) if start else (0.0, 0.0, 0.0)
     for i, (x, y) in enumerate(data, start=first):

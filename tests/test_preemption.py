@@ -29,6 +29,23 @@ def test_first_signal_asks_to_stop_the_second_stops_now_and_handlers_come_back()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+class _SignalledOnDelete:
+    def __del__(self):  # as an MXNet array freed while the second signal arrives
+        signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_second_signal_lost_inside_a_destructor_still_stops_at_the_next_poll():
+    """Python prints and drops an exception raised in ``__del__``: the next per-step poll raises it again."""
+    with StopSignals() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.poll()
+        obj = _SignalledOnDelete()
+        del obj  # StopNow raised in the destructor is "ignored" by Python
+        with pytest.raises(StopNow) as err:
+            stop.poll()
+        assert err.value.signum == signal.SIGTERM
+
+
 class _Net:
     def save_parameters(self, path):
         with open(path, "wb") as f:

@@ -328,7 +328,7 @@ def _train_epoch(epoch, net, trainer, data, steps, losses, config, dist, ctx, lo
             bad = data.take_bad()
             values = dist.allreduce_sum([float(total.asscalar()), *[float(p.asscalar()) for p in parts],
                                          float(hits.asscalar()), float(rois.asscalar()),
-                                         float(stop is not None and stop.requested), float(len(bad))],
+                                         float(stop is not None and stop.poll()), float(len(bad))],
                                         name="step_stats")
             step_loss, part_losses = values[0] / dist.world, [v / dist.world for v in values[1:5]]
             step_hits, step_rois, stop_votes, bad_met = values[5:]

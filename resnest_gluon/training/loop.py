@@ -524,7 +524,7 @@ def _train_epoch(epoch, net, trainer, data, steps, mixer, loss_fn, args, dist, c
         bad = data.take_bad()
         step_loss, step_hits, stop_votes, bad_met = dist.allreduce_sum(
             [float(loss.mean().asscalar()), float((out.argmax(axis=1) == targets.argmax(axis=1)).sum().asscalar()),
-             float(stop is not None and stop.requested), float(len(bad))], name="step_stats")
+             float(stop is not None and stop.poll()), float(len(bad))], name="step_stats")
         if bad_met and bad_watch is not None:
             try:
                 bad_watch.gather(data.dataset, bad, epoch + 1)

@@ -8,7 +8,9 @@ Rank 0 then writes a checkpoint of that position and every rank exits with :data
 A second signal means "now": the handler raises :class:`StopNow` wherever the main thread is (Python runs handlers
 between bytecodes, so a C call in progress ends first), ``finally`` clauses remove temporary files, and a
 checkpoint being written is dropped (its JSON, written last, is what marks a checkpoint complete), so the previous
-complete one stays the latest. From then on the signals have their default action: a third one kills the process
+complete one stays the latest. An exception raised in a handler that runs inside a ``__del__`` (MXNet frees
+arrays there) is printed and dropped by Python, so the loops also call :meth:`StopSignals.poll` once per step,
+which raises it again. From then on the signals have their default action: a third one kills the process
 even inside a long C call. The handlers are installed only inside ``with StopSignals()``; the previous ones come
 back when it ends.
 """
@@ -42,11 +44,19 @@ class StopSignals:
     def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.signals = tuple(signals)
         self.received = None  # number of the first signal
+        self.forced = None  # number of the second one
         self._previous = {}
 
     @property
     def requested(self):
         return self.received is not None
+
+    def poll(self):
+        """Once per step: whether a stop was asked; raises :class:`StopNow` if a second signal came and its
+        exception was lost (raised inside a ``__del__``)."""
+        if self.forced is not None:
+            raise StopNow(self.forced)
+        return self.requested
 
     def _handle(self, signum, frame):
         if self.received is None:
@@ -54,6 +64,7 @@ class StopSignals:
             return
         for s in self.signals:  # any further signal: the default action, at once
             signal.signal(s, signal.SIG_DFL)
+        self.forced = signum
         raise StopNow(signum)
 
     def __enter__(self):

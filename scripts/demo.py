@@ -21,22 +21,15 @@ import argparse
 import json
 import math
 import os
-import re
-import platform
 import shutil
-import signal
-import subprocess
 import sys
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)  # not resolved: .venv/bin, where horovodrun lives too
-MARKER = ".resnest-demo"
+from resnest_gluon.demo_steps import (REPO, DemoError, Steps, check_environment, epoch_echo, last_checkpoint,
+                                      prepare_out, pyplot, read_events, run, run_demo, run_line)
+
 MODEL = "resnest14"
 WORLD = 2  # Horovod processes, one core each
 BUDGET_S = 600
@@ -70,163 +63,11 @@ QUICK = Settings(train_per_class=32, val_per_class=8, input_size=32, batch_size=
                  mixup_off_epoch=1, predict_images=4, latency_warmup=1, latency_iters=1)
 
 
-class DemoError(Exception):
-    """A failed step: printed as the reason the demo stopped, exit status 1."""
-
-
-# --------------------------------------------------------------------------------------------------- running
-
-class Steps:
-    """Prints a numbered header per step and its wall time; keeps the times for the report."""
-
-    def __init__(self, total):
-        self.total, self.done, self.times = total, 0, []
-        self.start = time.time()
-
-    @contextmanager
-    def __call__(self, title):
-        self.done += 1
-        n = self.done
-        print(f"\n=== [{n}/{self.total}] {title} ===", flush=True)
-        tic = time.time()
-        try:
-            yield
-        except DemoError as err:
-            raise DemoError(f"step {n}/{self.total} ({title}) failed after {time.time() - tic:.1f} s: {err}") \
-                from None
-        seconds = time.time() - tic
-        self.times.append((title, seconds))
-        print(f"--- [{n}/{self.total}] {title}: {seconds:.1f} s", flush=True)
-
-    def elapsed(self):
-        return time.time() - self.start
-
-
-def _pump(src, log, tail, echo):
-    """Copies a child's stream into its log as it arrives; ``echo`` sees each complete line (tqdm's \\r redraws
-    split into lines) and returns what to print, if anything; ``tail`` keeps the last 32 kB."""
-    pending = b""
-    while True:
-        chunk = os.read(src.fileno(), 65536)
-        if not chunk:
-            break
-        log.write(chunk)
-        log.flush()
-        if tail is not None:
-            tail.append(chunk)
-            while sum(map(len, tail)) > 32768 and len(tail) > 1:
-                tail.pop(0)
-        if echo is not None:
-            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
-            for line in lines:
-                shown = echo(line.decode("utf-8", "replace"))
-                if shown:
-                    print(shown, flush=True)
-
-
-def stderr_tail(data, lines=25):
-    """The last ``lines`` non-empty lines, with progress-bar redraws (\\r) as separate lines."""
-    text = data.decode("utf-8", "replace").replace("\r", "\n")
-    kept = [line for line in text.split("\n") if line.strip()]
-    return "\n".join("    " + line for line in kept[-lines:])
-
-
-def run(cmd, logs, name, threads=None, echo=None):
-    """Runs ``cmd`` from the repo root; its output goes to ``logs/name.{out,err}.log``, the terminal gets the command
-    line and what ``echo(line)`` returns for lines of its stdout (e.g. one line per training epoch).
-
-    ``threads`` sets OMP_NUM_THREADS for the child. A non-zero exit raises :class:`DemoError` with the command, the
-    exit status and the tail of its stderr. Ctrl-C stops the child's whole process group (horovodrun's ranks too).
-    """
-    env = dict(os.environ)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    shown = " ".join(os.path.relpath(c, REPO) if os.path.isabs(c) and c.startswith(REPO) else c for c in cmd)
-    print(f"$ {shown}", flush=True)
-    out_path, err_path = (os.path.join(logs, f"{name}.{s}.log") for s in ("out", "err"))
-    tail = []
-    with open(out_path, "wb") as out_log, open(err_path, "wb") as err_log:
-        out_log.write(f"$ {shown}\n".encode())
-        try:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True)
-        except OSError as err:
-            raise DemoError(f"cannot start {cmd[0]}: {err}") from None
-        pumps = [threading.Thread(target=_pump, args=(proc.stdout, out_log, None, echo)),
-                 threading.Thread(target=_pump, args=(proc.stderr, err_log, tail, None))]
-        for t in pumps:
-            t.start()
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-            raise
-        finally:
-            for t in pumps:
-                t.join()
-    if code != 0:
-        raise DemoError(f"`{shown}` exited with status {code}. Last lines of its stderr:\n{stderr_tail(b''.join(tail))}"
-                        f"\n  full output: {out_path} and {err_path}")
-
-
-_RANK_LINE = re.compile(r"^\[(?:\d+,)?(\d+)\]<std(?:out|err)>:(.*)$")  # horovodrun's prefix: [rank]<stdout>:
-
-
-def epoch_line(line):
-    """The terminal's line for a line of training's stdout: rank 0's epoch summaries and warnings, else None."""
-    m = _RANK_LINE.match(line)
-    if m and m.group(1) != "0":
-        return None
-    text = (m.group(2) if m else line).strip()
-    if text.startswith("warning"):
-        return "  " + text
-    if not text.startswith('{"epoch"'):
-        return None
-    e = json.loads(text)
+def describe_epoch(e):
+    """The terminal's line for an epoch summary of train_imagenet.py."""
     val = f"  val top-1 {e['val_top1']:.2%}" if "val_top1" in e else ""
     return (f"  epoch {e['epoch']}: loss {e['loss']:.3f}  train top-1 {e['train_acc']:.2%}{val}  "
             f"({e['time_s']:.0f} s, {e['img_per_sec']:.0f} img/s)")
-
-
-def prepare_out(out):
-    """Deletes ``out`` if it is a previous demo's (or empty), recreates it with the marker."""
-    out = os.path.abspath(out)
-    if os.path.isdir(out) and os.listdir(out):
-        if not os.path.exists(os.path.join(out, MARKER)):
-            raise DemoError(f"refusing to delete {out}: it is not empty and was not made by scripts/demo.py "
-                            f"(no {MARKER} file); pass a new or empty folder as --out")
-        shutil.rmtree(out)
-    elif os.path.exists(out) and not os.path.isdir(out):
-        raise DemoError(f"--out {out} exists and is not a folder")
-    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-    open(os.path.join(out, MARKER), "w").close()
-    return out
-
-
-# --------------------------------------------------------------------------------------------------- steps
-
-def check_environment():
-    """Fails early and clearly when the pieces the later steps launch are missing."""
-    horovodrun = os.path.join(BIN, "horovodrun")
-    if not os.path.exists(horovodrun):
-        raise DemoError(f"{horovodrun} not found: build the environment first (make env, or tools/setup_env.sh)")
-    try:
-        import horovod
-        import matplotlib
-        import mxnet as mx
-    except ImportError as err:
-        raise DemoError(f"{err} in {sys.executable}: build the environment first (make env)") from None
-    info = {"python": platform.python_version(), "mxnet": mx.__version__, "numpy": np.__version__,
-            "horovod": horovod.__version__, "matplotlib": matplotlib.__version__, "cpus": os.cpu_count(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform()}
-    print(f"Python {info['python']}, MXNet {info['mxnet']}, numpy {info['numpy']}, Horovod {info['horovod']}, "
-          f"{info['cpus']} CPUs, load {info['loadavg_start'][0]}")
-    if info["loadavg_start"][0] > info["cpus"]:
-        print(f"  note: the machine is busy (load {info['loadavg_start'][0]} on {info['cpus']} cores): "
-              f"the steps will take longer than usual")
-    return info, horovodrun
 
 
 def make_data(out, s):
@@ -283,8 +124,8 @@ def train(out, s, logs, horovodrun):
            "--no-wd", "--no-auto-aug", "--dropblock-prob", "0", "--final-drop", "0", "--seed", str(s.seed),
            "--eval-frequency", "1", "--save-frequency", str(max(1, s.epochs // 2)), "--log-interval", "5",
            "--no-cuda", "--data-nthreads", "1", "--save-dir", save_dir]
-    run(cmd, logs, "train", threads=1, echo=epoch_line)  # 2 ranks x 1 OpenMP thread on 2 cores
-    epochs = read_epochs(os.path.join(save_dir, "metrics.jsonl"))
+    run(cmd, logs, "train", threads=1, echo=epoch_echo(describe_epoch))  # 2 ranks x 1 OpenMP thread on 2 cores
+    epochs = read_events(os.path.join(save_dir, "metrics.jsonl"))
     last = epochs[-1] if epochs else {}
     if last.get("epoch") != s.epochs or "val_top1" not in last:
         raise DemoError(f"{save_dir}/metrics.jsonl has no validation of the final epoch {s.epochs}")
@@ -292,24 +133,6 @@ def train(out, s, logs, horovodrun):
     print(f"last validation (epoch {last['epoch']}): top-1 {last['val_top1']:.2%}, top-5 {last['val_top5']:.2%} "
           f"of {last['val_images']} images; checkpoint {params}")
     return {"command": cmd, "save_dir": save_dir, "epochs": epochs, "params": params}
-
-
-def read_epochs(path):
-    if not os.path.isfile(path):
-        raise DemoError(f"training wrote no metrics log {path}")
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r.get("event") == "epoch"]
-
-
-def last_checkpoint(save_dir):
-    """The .params of the newest checkpoint, from its JSON (which training writes last, once the files are whole)."""
-    metas = sorted(f for f in os.listdir(save_dir) if f.startswith("ckpt-") and f.endswith(".json"))
-    if not metas:
-        raise DemoError(f"training left no checkpoint in {save_dir}")
-    with open(os.path.join(save_dir, metas[-1])) as f:
-        meta = json.load(f)
-    return os.path.join(save_dir, meta["files"]["params"][0])
 
 
 def verify(out, s, logs, trained):
@@ -382,17 +205,10 @@ def latency(out, s, logs):
 
 # --------------------------------------------------------------------------------------------------- report
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def samples_png(out, classes, per_class=8):
     """A grid of training images, one row per class, labelled: what the network is asked to tell apart."""
     from PIL import Image
-    plt = _pyplot()
+    plt = pyplot()
     root = os.path.join(out, "data", "images", "train")
     cols = min(per_class, len(os.listdir(os.path.join(root, classes[0]))))
     fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 1.1, len(classes) * 1.1), squeeze=False)
@@ -413,7 +229,7 @@ def samples_png(out, classes, per_class=8):
 
 def predictions_png(out, samples, predictions):
     from PIL import Image
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(samples), figsize=(len(samples) * 1.7, 2.3), squeeze=False)
     for ax, (path, truth), pred in zip(axes[0], samples, predictions["predictions"]):
         top = pred["top"][0]
@@ -439,13 +255,11 @@ def write_report(out, s, quick, env, data, classes, reports, trained, verified, 
     last = trained["epochs"][-1]
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     total = steps.elapsed()
-    load_end = [round(x, 2) for x in os.getloadavg()]
+    first, load_end = run_line("scripts/demo.py", quick, env)
     lines = [
         "# ResNeSt end-to-end demo",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} with `scripts/demo.py{' --quick' if quick else ''}` "
-        f"on {env['cpus']} CPU cores (load average {env['loadavg_start'][0]} at the start, {load_end[0]} at the "
-        f"end; Python {env['python']}, MXNet {env['mxnet']}, Horovod {env['horovod']}).",
+        first,
         "",
         f"**Validation top-1: {_pct(verified['top1'])}** ({verified['top1_correct']}/{verified['images']} images, "
         f"top-5 {_pct(verified['top5'])}) for {MODEL} at {s.input_size} px after {s.epochs} epochs on "
@@ -578,7 +392,8 @@ def main(argv=None):
     s = Settings(**{**asdict(s), "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})})
     s.mixup_off_epoch = min(s.mixup_off_epoch, s.epochs - 1)
     steps = Steps(8)
-    try:
+
+    def demo():
         out = prepare_out(args.out)
         logs = os.path.join(out, "logs")
         with steps("environment"):
@@ -605,19 +420,9 @@ def main(argv=None):
             report = write_report(out, s, args.quick, env, data, classes, reports, trained, verified, predicted,
                                   samples, lat, steps)
             print(f"wrote {report}")
-    except DemoError as err:
-        print(f"\ndemo FAILED: {err}", file=sys.stderr)
-        print(f"(after {steps.elapsed():.0f} s)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ndemo interrupted", file=sys.stderr)
-        return 130
-    total = steps.elapsed()
-    print(f"\nvalidation top-1 {verified['top1']:.2%} (verify.py = training's last validation)")
-    print(f"report: {report}")
-    print(f"total time: {total:.1f} s ({total / 60:.1f} min)"
-          + (f" -- over the {BUDGET_S / 60:.0f}-minute budget" if total > BUDGET_S and not args.quick else ""))
-    return 0
+        return f"validation top-1 {verified['top1']:.2%} (verify.py = training's last validation)", report
+
+    return run_demo(steps, demo, BUDGET_S, args.quick)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ evaluated once, alone, at the transform's size, its boxes scaled back to its own
 ``--metrics`` chooses among ``voc07`` (11-point, IoU 0.5), ``voc`` (area under the curve) and ``coco`` (pycocotools;
 difficult objects as crowds), all three by default: see :mod:`resnest_gluon.dense.detection_eval`.
 
-Prints one line per metric and a table of the classes (objects that count, VOC07 AP, COCO AP; a class without
-objects has no AP and is left out of the means), and writes ``OUT/detection_eval.json`` (or ``--json``): model,
-params, records, data config, classes, ``world_size``, the metrics with ``per_class`` entries, ``images_per_sec``
-(summed over ranks, from each rank's second image) and ``skipped_records`` ([{"index", "message"}]).
+Prints one line per metric, the precision and recall of the detections scoring >= ``--score-thresh`` (0.5, the
+threshold detect.py draws at, by default), and a table of the classes (objects that count, VOC07 AP, COCO AP; a
+class without objects has no AP and is left out of the means), and writes ``OUT/detection_eval.json`` (or
+``--json``): model, params, records, data config, classes, ``world_size``, the metrics with ``per_class`` entries,
+``images_per_sec`` (summed over ranks, from each rank's second image) and ``skipped_records`` ([{"index",
+"message"}]).
 
 Exit status as ``scripts/verify.py``'s: 0 when evaluated, damaged records included (they are skipped, listed and
 left out: the numbers are over the readable images); 1 with ``error: ...`` for a missing or wrong file, a model
@@ -46,6 +48,8 @@ def parse_args(argv=None):
     add_dense_model_arguments(p)
     p.add_argument("--metrics", default=",".join(METRICS),
                    help=f"comma-separated, of {', '.join(METRICS)} (default: all)")
+    p.add_argument("--score-thresh", type=float, default=0.5,
+                   help="operating point of the precision and recall also reported (default 0.5, detect.py's)")
     add_output_arguments(p, REPORT, "eval", "the report")
     p.add_argument("-j", "--num-workers", type=int, default=2, help="processes decoding and resizing (default 2)")
     p.add_argument("--gpus", default="", help="GPU id(s); one image at a time runs on the first (under Horovod: "
@@ -88,6 +92,8 @@ def check_class_names(rec_path, names, model_names):
 
 def evaluate(args, dist):
     metrics = chosen_metrics(args.metrics)
+    if not 0 <= args.score_thresh <= 1:
+        raise ValueError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
     if args.num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
     ctx = context(args, dist)
@@ -95,7 +101,8 @@ def evaluate(args, dist):
     dataset = DetectionRecordDataset(args.rec_val, args.rec_val_idx)
     check_class_names(args.rec_val, detector.names, detector.info.class_names)
     evaluation = evaluate_detection(detector.net, dataset, ctx, dist, detector.config, detector.names, metrics,
-                                    progress=dist.rank == 0, num_workers=args.num_workers)
+                                    progress=dist.rank == 0, num_workers=args.num_workers,
+                                    score_thresh=args.score_thresh)
     return {"model": detector.info.model, "params": args.params, "rec": args.rec_val, "idx": dataset.idx_path,
             "data_config": detector.config.to_dict(), "class_names": detector.names, "world_size": dist.world,
             **evaluation.result.to_dict(), "images_per_sec": evaluation.images_per_sec,
@@ -114,6 +121,9 @@ def print_summary(summary):
         print(f"VOC07 mAP (11-point, IoU {summary['iou_thresh']:g}): {_number(summary['voc07_map'])}")
     if "voc" in summary["metrics"]:
         print(f"VOC mAP (area, IoU {summary['iou_thresh']:g}): {_number(summary['voc_map'])}")
+    if summary["recall_at_thresh"] is not None or summary["precision_at_thresh"] is not None:
+        print(f"at score >= {summary['score_thresh']:g}: precision {_number(summary['precision_at_thresh'])}, "
+              f"recall {_number(summary['recall_at_thresh'])} (IoU {summary['iou_thresh']:g})")
     if "coco" in summary["metrics"]:
         print(f"COCO mAP@[.5:.95]: {_number(summary['coco_map'])}  (AP50 {_number(summary['coco_map50'])}, "
               f"AP75 {_number(summary['coco_map75'])}, small {_number(summary['coco_map_small'])}, "

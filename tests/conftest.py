@@ -1,5 +1,6 @@
 """Shared helpers for the tests: small inputs, randomised (but not trivial) weights."""
 import os
+import subprocess
 import sys
 
 import mxnet as mx
@@ -27,10 +28,24 @@ def rng():
 
 def run_python(code, python=sys.executable, **kwargs):
     """Runs ``code`` in a fresh interpreter (for import-time behaviour) and returns the completed process."""
-    import subprocess
-
     return subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=kwargs.pop("cwd", "/"),
                           timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``scripts/demo.py --quick`` run once: tests/test_demo.py checks it, the detection demo's test takes its
+    checkpoint as the backbone."""
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "horovodrun")):
+        pytest.skip("needs horovodrun next to the interpreter")
+    out = tmp_path_factory.mktemp("demo") / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older run")
+    (out / ".resnest-demo").write_text("")  # a previous demo's folder: deleted, not reused
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "demo.py"), "--out", str(out), "--quick"],
+                          capture_output=True, text=True, timeout=400, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out, proc
 
 
 def _bfloat16_supported():

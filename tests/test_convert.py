@@ -430,10 +430,11 @@ def test_cli_success_output(cli, fake_checkpoint, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_parity_with_timm_all_eight_models():
-    """Random timm weights -> .pth -> converter -> our model: same logits, imperative and hybridized."""
+    """Random timm weights -> .pth -> converter -> our model: same logits, imperative and hybridized (at 128 px:
+    every layer is the same at any size, the big models convert in a third of the time)."""
     python = torch_python()
-    proc = subprocess.run([python, PARITY, *TIMM_MODELS, "--cli", "resnest14d"], capture_output=True, text=True,
-                          timeout=1800, cwd=REPO)
+    proc = subprocess.run([python, PARITY, *TIMM_MODELS, "--cli", "resnest14d", "--size", "128"], capture_output=True,
+                          text=True, timeout=1800, cwd=REPO)
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):

@@ -16,7 +16,6 @@ from resnest_gluon.demo_data import CLASSES, draw_sample, make_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "scripts", "demo.py")
-HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 
 
 # ---------------------------------------------------------------------------------------------- the dataset
@@ -86,20 +85,6 @@ def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path):
                           text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 1
     assert "refusing to delete" in proc.stderr and keep.read_text() == "do not lose me"
-
-
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    if not os.path.exists(HOROVODRUN):
-        pytest.skip("needs horovodrun next to the interpreter")
-    out = tmp_path_factory.mktemp("demo") / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older run")
-    (out / ".resnest-demo").write_text("")  # a previous demo's folder: deleted, not reused
-    proc = subprocess.run([sys.executable, DEMO, "--out", str(out), "--quick"], capture_output=True, text=True,
-                          timeout=400, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return out, proc
 
 
 def test_quick_demo_runs_every_step_and_leaves_a_report(quick_demo):

@@ -69,6 +69,18 @@ def test_a_false_positive_ranked_first_gives_the_ap_computed_by_hand():
     assert res.voc07_map == pytest.approx(6 / 11, abs=1e-12)
 
 
+def test_precision_and_recall_at_the_score_threshold_use_the_voc_verdicts():
+    # above 0.5: a hit on A, a second detection of A (a duplicate: false positive), one on the difficult C
+    # (ignored); below: the hit on B. Objects that count: A and B.
+    found = [(A, 0, 0.9), (A, 0, 0.8), (C, 0, 0.7), (B, 0, 0.4)]
+    res = metrics_of(["a"], [(found, [(A, 0, 0), (B, 0, 0), (C, 0, 1)])])
+    assert (res.score_thresh, res.precision_at_thresh, res.recall_at_thresh) == (0.5, 0.5, 0.5)
+    low = DetectionMetrics(["a"], score_thresh=0.3)
+    low.update(*zip(*found), [A, B, C], [0, 0, 0], [0, 0, 1])
+    assert (low.result().precision_at_thresh, low.result().recall_at_thresh) == (2 / 3, 1.0)
+    assert res.to_dict()["recall_at_thresh"] == 0.5
+
+
 def test_difficult_objects_are_neither_missed_nor_penalise_a_detection():
     # image 1: a detection on the difficult object, ranked first; image 2: the difficult object not found
     res = metrics_of(["a"], [([(B, 0, 0.95), (A, 0, 0.9)], [(A, 0, 0), (B, 0, 1)]),

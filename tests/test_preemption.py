@@ -34,6 +34,7 @@ class _SignalledOnDelete:
         signal.raise_signal(signal.SIGTERM)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the exception it loses on purpose
 def test_a_second_signal_lost_inside_a_destructor_still_stops_at_the_next_poll():
     """Python prints and drops an exception raised in ``__del__``: the next per-step poll raises it again."""
     with StopSignals() as stop:

@@ -18,10 +18,10 @@ from resnest_gluon.demo_detection_data import make_scenes
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "train_detection.py")
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
-# a small, fast detector: GluonCV's light box head, BatchNorm, few RoIs and proposals, 96-pixel scenes
+# a small, fast detector: GluonCV's light box head (narrower), BatchNorm, few RoIs and proposals, 96-pixel scenes
 FAST = ("--model", "faster_rcnn_fpn_resnest14", "--short", "80,96", "--max-size", "96", "--val-short", "96",
         "--batch-size", "1", "--lr", "0.02", "--lr-warmup", "2", "--log-interval", "1", "--model-arg", "box_head=2fc",
-        "--model-arg", "norm=bn", "--model-arg", "num_sample=32", "--model-arg", "rpn_train_post_nms=128",
+        "--model-arg", "box_units=128", "--model-arg", "norm=bn", "--model-arg", "num_sample=32", "--model-arg", "rpn_train_post_nms=128",
         "--model-arg", "rpn_test_post_nms=50")
 
 
@@ -77,7 +77,9 @@ def test_two_ranks_train_and_the_checkpoint_is_all_a_detector_needs(scenes, tmp_
     detector = Detector(str(out / "ckpt-0002.params"))  # no flags: model, classes and transform travel with it
     assert detector.names == open(scenes["train"] + "_classes.txt").read().split()
     assert detector.config.short == 96 and detector.config.max_size == 96
-    assert detector.net.model_info.arch["box_head"] == "2fc"
+    assert detector.net.model_info.arch["box_head"] == "2fc" and detector.net.model_info.arch["box_units"] == 128
+    assert sorted(p.shape for p in detector.net.box_features.collect_params().values()) == [
+        (128,), (128,), (128, 128), (128, 256 * 7 * 7)]  # two Dense layers of box_units
     found = detector.detect(np.zeros((96, 128, 3), np.uint8), threshold=0.0)
     assert all(0 <= o["box"][0] <= o["box"][2] <= 128 for o in found)
 

@@ -54,14 +54,16 @@ NORMS = ("syncbn", "bn", "frozen_bn")
 
 
 def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, pool_rois=False,
-                   box_head="4conv1fc", norm="syncbn"):
+                   box_head="4conv1fc", norm="syncbn", box_units=1024):
     """What GluonCV's FPN R-CNNs share, on ``backbone`` (any family member): ``(features, box_features, rename)``.
 
     ``features``: our backbone traced into GluonCV's ``FPNFeatureExpander`` (P2-P6, 256 channels, no biases);
     ``box_features``: ``box_head`` ``"4conv1fc"`` (GluonCV's SyncBN ResNeSt detectors: 4 x (3x3 conv 256 + norm +
     ReLU), Dense(1024) + ReLU) or ``"2fc"`` (its FPN detectors without SyncBN, e.g. ``faster_rcnn_fpn_resnet50_v1b``:
     2 x (Dense(1024) + ReLU), ~1/8 of the work per RoI), after a 3x3/2 average pooling when ``pool_rois`` (GluonCV's
-    ``custom_rcnn_fpn``: 14x14 RoIs reduced to 7x7); ``rename``: GluonCV's parameter names to ours. Normalisation
+    ``custom_rcnn_fpn``: 14x14 RoIs reduced to 7x7); ``box_units``: the width of those Dense layers (GluonCV's
+    1024; fewer for small data on small machines: the first Dense holds most of a light detector's weights);
+    ``rename``: GluonCV's parameter names to ours. Normalisation
     (``norm``) is ``"syncbn"``: SyncBatchNorm over ``num_devices`` devices (0: all), as GluonCV's ResNeSt detectors;
     ``"bn"``: BatchNorm, what SyncBatchNorm computes on one device, but with MXNet's oneDNN kernels (a training step
     on CPU ~1/4 faster), for one device per process (Horovod); ``"frozen_bn"``: BatchNorm with fixed statistics
@@ -98,21 +100,21 @@ def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(),
         box_features.add(nn.Conv2D(256, 3, padding=1, use_bias=False), norm_block(),
                          nn.Activation("relu"))
     for _ in range(1 if box_head == "4conv1fc" else 2):
-        box_features.add(nn.Dense(1024, weight_initializer=mx.init.Normal(0.01)), nn.Activation("relu"))
+        box_features.add(nn.Dense(box_units, weight_initializer=mx.init.Normal(0.01)), nn.Activation("relu"))
     return features, box_features, _gluoncv_names(backbone, arch)
 
 
 def faster_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None,
-                    box_head="4conv1fc", norm="syncbn", **kwargs):
+                    box_head="4conv1fc", norm="syncbn", box_units=1024, **kwargs):
     """Faster R-CNN FPN for ``classes`` (a list of names) on ``backbone`` (any family member), SyncBatchNorm over
     ``num_devices`` devices (0: all; on one device it is BatchNorm) in the backbone, FPN and box head, as GluonCV's
-    ResNeSt detectors; ``box_head="2fc"`` for the lighter head, ``norm="bn"`` / ``"frozen_bn"`` for BatchNorm (see
-    :func:`fpn_rcnn_parts`). ``kwargs`` replace
+    ResNeSt detectors; ``box_head="2fc"`` for the lighter head, ``norm="bn"`` / ``"frozen_bn"`` for BatchNorm,
+    ``box_units`` for narrower Dense layers in it (see :func:`fpn_rcnn_parts`). ``kwargs`` replace
     GluonCV's settings (``short``, ``max_size``, ``nms_thresh``, ...)."""
     from gluoncv.model_zoo.rcnn.faster_rcnn.faster_rcnn import FasterRCNN
 
     features, box_features, rename = fpn_rcnn_parts(backbone, pretrained_base, num_devices, ctx, root,
-                                                    box_head=box_head, norm=norm)
+                                                    box_head=box_head, norm=norm, box_units=box_units)
     net = FasterRCNN(features=features, top_features=None, classes=classes, box_features=box_features,
                      **dict(FPN_RCNN_SETTINGS, **kwargs))
     net.gluoncv_name = rename

@@ -79,6 +79,9 @@ class DetectionResult:
     coco_map_small: float = None
     coco_map_medium: float = None
     coco_map_large: float = None
+    score_thresh: float = 0.5  # the operating point of the next two (detect.py's default threshold)
+    precision_at_thresh: float = None  # VOC's verdicts on the detections scoring >= score_thresh, all classes
+    recall_at_thresh: float = None
 
     @property
     def classes_without_gt(self):
@@ -97,6 +100,8 @@ class DetectionResult:
         return {"images": self.images, "detections": self.detections, "iou_thresh": self.iou_thresh,
                 "metrics": list(self.metrics),
                 **{key: _nan_to_none(getattr(self, key)) for key in ("voc07_map", "voc_map", *_COCO_STATS)},
+                "score_thresh": self.score_thresh,
+                **{key: _nan_to_none(getattr(self, key)) for key in ("precision_at_thresh", "recall_at_thresh")},
                 "classes_without_gt": self.classes_without_gt, "per_class": per_class}
 
 
@@ -124,12 +129,14 @@ class _Image:
 class DetectionMetrics:
     """Accumulates images (:meth:`update`), then computes VOC07, VOC and COCO mAP (:meth:`result`).
 
-    ``metrics``: any of ``METRICS`` (``"coco"`` needs pycocotools, checked here). Feed images in a fixed order (a
+    ``metrics``: any of ``METRICS`` (``"coco"`` needs pycocotools, checked here). With a VOC metric the result also
+    has the precision and recall of the detections scoring >= ``score_thresh`` (an operating point, e.g. the
+    threshold detect.py draws at), from the same VOC verdicts, over all classes. Feed images in a fixed order (a
     dataset's): equal scores of different images are ranked by it, so the same order gives the same numbers. A
     class without ground truth gets an AP of NaN and is left out of the means (see the module's notes).
     """
 
-    def __init__(self, class_names, iou_thresh=0.5, metrics=METRICS):
+    def __init__(self, class_names, iou_thresh=0.5, metrics=METRICS, score_thresh=0.5):
         self.class_names = [str(c) for c in class_names]
         if not self.class_names:
             raise ValueError("DetectionMetrics needs at least one class name")
@@ -140,6 +147,7 @@ class DetectionMetrics:
             raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
         self.metrics = tuple(m for m in METRICS if m in metrics)
         self.iou_thresh = float(iou_thresh)
+        self.score_thresh = float(score_thresh)
         if "coco" in self.metrics:
             _cocoeval()
         self.images = []
@@ -168,9 +176,16 @@ class DetectionMetrics:
             np.add.at(num_gt, image.gt_ids[~image.gt_difficult], 1)
             np.add.at(num_difficult, image.gt_ids[image.gt_difficult], 1)
         result = DetectionResult(self.class_names, len(self.images), sum(len(i.ids) for i in self.images),
-                                 num_gt.tolist(), num_difficult.tolist(), self.iou_thresh, self.metrics)
+                                 num_gt.tolist(), num_difficult.tolist(), self.iou_thresh, self.metrics,
+                                 score_thresh=self.score_thresh)
         if "voc07" in self.metrics or "voc" in self.metrics:
-            curves = [_precision_recall(s, m, n) for s, m, n in zip(*self._voc_matches(), num_gt)]
+            scores, matches = self._voc_matches()
+            curves = [_precision_recall(s, m, n) for s, m, n in zip(scores, matches, num_gt)]
+            verdicts = np.array([m for ms in matches for m in ms], np.int32)
+            above = np.array([v for vs in scores for v in vs], np.float32) >= self.score_thresh
+            hits, wrong = int(np.sum(above & (verdicts == 1))), int(np.sum(above & (verdicts == 0)))
+            result.recall_at_thresh = hits / num_gt.sum() if num_gt.sum() else float("nan")
+            result.precision_at_thresh = hits / (hits + wrong) if hits + wrong else float("nan")
             for name, ap_of in (("voc07", _voc07_ap), ("voc", _area_ap)):
                 if name in self.metrics:
                     aps = [ap_of(*curve) if curve else float("nan") for curve in curves]
@@ -388,7 +403,7 @@ def _run_shard(net, prepared, shard, ctx, num_classes, progress, num_workers):
 
 
 def evaluate_detection(net, dataset, ctx=mx.cpu(), dist=None, data_config=None, class_names=None, metrics=METRICS,
-                       iou_thresh=0.5, progress=True, num_workers=0):
+                       iou_thresh=0.5, progress=True, num_workers=0, score_thresh=0.5):
     """Evaluates the detector ``net`` on ``dataset`` (a :class:`~.detection_data.DetectionRecordDataset` or any
     dataset of ``(RGB image, (N, 6) x1, y1, x2, y2, class, difficult in pixels)``); a :class:`DetectionEvaluation`.
 
@@ -403,11 +418,12 @@ def evaluate_detection(net, dataset, ctx=mx.cpu(), dist=None, data_config=None, 
     LabelError` naming the record, raised on every rank after the gathering (no rank is left waiting); any other
     failure of a rank is raised there, and on the others as a ``RuntimeError`` naming that rank.
     ``num_workers`` decode and resize in DataLoader processes; the progress bar shows on rank 0 only.
+    ``score_thresh``: the operating point of the precision and recall reported beside the mAPs.
     """
     dist = dist or Distributed(use_horovod=False)
     config = data_config or net.data_config
     names = list(class_names) if class_names is not None else class_names_of(net)
-    scorer = DetectionMetrics(names, iou_thresh, metrics)  # wrong metrics or no pycocotools: before any image
+    scorer = DetectionMetrics(names, iou_thresh, metrics, score_thresh)  # bad metrics/no pycocotools: before any image
     shard = list(range(dist.rank, len(dataset), dist.world))
     failure = message = None
     try:

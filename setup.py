@@ -25,12 +25,13 @@ setup(
     packages=find_packages(include=["resnest_gluon", "resnest_gluon.*", "recordio_tools", "recordio_tools.*"])
     + ["resnest"],
     package_dir={"resnest": "resnest_gluon/_alias"},
-    package_data={"resnest_gluon": ["data/*.txt", "csrc/*.cc"]},
+    package_data={"resnest_gluon": ["data/*.txt", "deploy/csrc/*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "torch": ["torch>=2.0", "timm>=1.0"],  # convert PyTorch / timm weights
         "horovod": ["horovod==0.28.1"],  # build with HOROVOD_WITH_MXNET=1, see README
         "coco": ["pycocotools"],  # COCO mAP (resnest_gluon.dense.detection_eval)
+        "deploy": ["onnx==1.17.0", "onnxruntime", "openvino"],  # export_onnx and the engine backends
         "test": ["pytest", "gluoncv==0.10.5.post0", "pycocotools"],
     },
 )

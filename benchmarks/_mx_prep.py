@@ -18,7 +18,7 @@ CALIBRATION_BATCHES = 2  # int8: random batches, enough for a speed measurement 
 
 
 def enable_amx():
-    """Lets oneDNN use Intel AMX for bfloat16 / int8 in this process (``resnest_gluon.amx``); returns whether AMX is
+    """Lets oneDNN use Intel AMX for bfloat16 / int8 in this process (``resnest_gluon.deploy.amx``); returns whether AMX is
     on. Called at start-up because oneDNN fixes its instruction set at its first primitive: a bfloat16 or int8 case
     timed after float32 ones in the same process would otherwise run without AMX (float32 kernels never use it)."""
     return amx.enable_amx()

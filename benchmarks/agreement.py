@@ -63,7 +63,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.dtypes is None:
-        from resnest_gluon.amx import bfloat16_supported
+        from resnest_gluon.deploy.amx import bfloat16_supported
 
         args.dtypes = ["float32"] + (["bfloat16"] if bfloat16_supported() else []) + ["int8"]
         if "bfloat16" not in args.dtypes:
@@ -73,7 +73,7 @@ def main(argv=None):
     for path, flag in ((args.rec_val, "--rec-val"), (args.params, "--params")):
         if not os.path.isfile(path):
             parser.error(f"{flag}: file not found: {path!r}")
-    from resnest_gluon.amx import enable_amx
+    from resnest_gluon.deploy.amx import enable_amx
 
     amx = enable_amx()  # before any oneDNN operator runs in this process
     from resnest_gluon.atomic import write_json

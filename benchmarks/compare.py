@@ -49,7 +49,7 @@ peers: GluonCV (MXNet, --gluoncv-python) and timm (PyTorch, --torch-python) each
 timing: after --warmup untimed batches, each round times --iters batches or --seconds seconds, whichever ends
   first (default: {DEFAULT_SECONDS:g} s, at least one batch), per side; --threads N (default: $OMP_NUM_THREADS or
   the CPUs this process may use) is exported as OMP/MKL/MXNet thread counts before mxnet loads and given to
-  torch.set_num_threads. Both MXNet processes enable Intel AMX (resnest_gluon.amx) before any model runs, so the
+  torch.set_num_threads. Both MXNet processes enable Intel AMX (resnest_gluon.deploy.amx) before any model runs, so the
   bf16/int8 cases get it after the fp32 ones (torch uses AMX by itself); machine.amx says whether it is on.
 goals (issue 6, resnest50@224): fp32 inference ours/gluoncv >= 2.5 and ours/timm >= 1.3 at batch 1 and 16;
   training step ours/gluoncv >= 3 and ours/timm >= 1 at batch 16; bf16 and int8 >= 25 img/s at batch 16.

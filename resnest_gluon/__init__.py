@@ -7,7 +7,7 @@
 
 This package never imports gluoncv (gluoncv 0.10.5 refuses to import beside torch >= 2).
 """
-from . import attention_op
+from .deploy import attention_op
 
 attention_op.load()  # before any network is built: the blocks pick the fused operator up at construction
 

@@ -11,18 +11,19 @@ import os
 from .deploy import CALIB_MODES, DTYPES
 
 __all__ = ["add_model_arguments", "add_data_config_arguments", "data_config_changes", "model_info",
-           "add_precision_arguments", "optimize_kwargs"]
+           "add_backend_arguments", "add_precision_arguments", "optimize_kwargs"]
 
 
-def add_model_arguments(parser, pretrained=True):
-    """Adds ``--model``, ``--params`` (and ``--pretrained``, one of the two required), ``--num-classes``,
-    ``--classes``."""
+def add_model_arguments(parser, pretrained=True, weights_required=True):
+    """Adds ``--model``, ``--params`` (and ``--pretrained``, one of the two required unless ``weights_required``
+    is false), ``--num-classes``, ``--classes``."""
     parser.add_argument("--model", help="model name (default: the one --params was trained as; resnest50 for "
                                         "--pretrained or a bare .params without its .json)")
-    src = parser.add_mutually_exclusive_group(required=True) if pretrained else parser
-    src.add_argument("--params", required=not pretrained,
-                     help="trained weights: a checkpoint (ckpt-NNNN.params), a .params file with its .json, or an "
-                          "exported P-0000.params; its model, classes and data config come with it")
+    src = parser.add_mutually_exclusive_group(required=weights_required) if pretrained else parser
+    src.add_argument("--params", required=weights_required and not pretrained,
+                     help="trained weights: a checkpoint (ckpt-NNNN.params), a .params file with its .json, an "
+                          "exported P-0000.params, or an .onnx file (scripts/export_onnx.py; --backend onnxruntime "
+                          "or openvino); its model, classes and data config come with it")
     if pretrained:
         src.add_argument("--pretrained", action="store_true", help="the published ImageNet weights")
     parser.add_argument("--num-classes", type=int,
@@ -61,6 +62,17 @@ def model_info(args):
         raise ValueError(f"--num-classes must be >= 1, got {args.num_classes}")
     return resolve(args.params, args.model, args.num_classes, args.classes, data_config_changes(args),
                    pretrained=getattr(args, "pretrained", False))
+
+
+def add_backend_arguments(parser):
+    """Adds ``--backend`` (mxnet, onnxruntime, openvino) and ``--threads`` (the engines' thread count)."""
+    from .deploy import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="inference engine (default: mxnet; onnxruntime for an .onnx --params): onnxruntime and "
+                             "openvino run the .onnx file, or the network exported to ONNX on the fly")
+    parser.add_argument("--threads", type=int, help="onnxruntime / openvino: threads per inference (default: the "
+                                                    "engine's own choice)")
 
 
 def add_precision_arguments(parser):

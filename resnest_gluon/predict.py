@@ -10,8 +10,8 @@ import mxnet as mx
 import numpy as np
 
 from .data import preprocess_image
-from .deploy import input_dtype, optimize
-from .trained import IMAGENET_CLASSES_FILE, load_class_names, load_trained, resolve
+from .deploy import BACKENDS, input_dtype, onnx_model, open_engine, optimize
+from .trained import IMAGENET_CLASSES_FILE, is_onnx, load_class_names, load_trained, resolve
 
 __all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "softmax", "Predictor"]
 
@@ -35,15 +35,35 @@ class Predictor:
     replacing the file's. ``dtype`` and, for int8, the calibration keywords (``calib_data``, ``calib_mode``,
     ``num_calib_batches``, ``exclude_first_conv``): see :func:`~resnest_gluon.deploy.optimize`; calibration batches
     must be preprocessed as :attr:`config` says.
+
+    ``backend``: ``'mxnet'`` (default for weights files), ``'onnxruntime'`` (default for an ``.onnx`` file) or
+    ``'openvino'``: an engine runs the ONNX file given as ``params`` (:func:`~resnest_gluon.deploy.export_onnx`
+    wrote its information into it), or the network exported on the fly; ``threads`` sets its thread count, and
+    ``dtype`` is float32, or bfloat16 in OpenVINO (:mod:`resnest_gluon.deploy.engines`).
     """
 
     def __init__(self, model=None, params=None, pretrained=False, classes=None, ctx=None, root=None,
-                 dtype="float32", data_config=None, **calibration):
+                 dtype="float32", data_config=None, backend=None, threads=None, **calibration):
         if (params is None) == (not pretrained):
             raise ValueError("give exactly one of params=FILE or pretrained=True")
-        self.ctx = ctx or mx.cpu()
+        onnx_file = params is not None and is_onnx(params)
+        backend = backend or ("onnxruntime" if onnx_file else "mxnet")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if onnx_file and backend == "mxnet":
+            raise ValueError(f"{params} is an ONNX file: run it with the onnxruntime or openvino backend")
+        if backend != "mxnet" and calibration:
+            raise ValueError(f"the {backend} backend takes no calibration keywords ({', '.join(calibration)})")
+        self.ctx, self.backend, self.engine = ctx or mx.cpu(), backend, None
         changes = dataclasses.asdict(data_config) if data_config else {}
-        if params:
+        if onnx_file:
+            info = resolve(params, model, class_names=classes, data_changes=changes)
+            stored = resolve(params).data_config.input_size
+            if info.data_config.input_size != stored:
+                raise ValueError(f"{params} takes {stored} x {stored} images (exported so); the input size "
+                                 f"{info.data_config.input_size} needs another export")
+            source = params
+        elif params:
             self.net = load_trained(params, ctx=self.ctx, model=model, class_names=classes, **changes)
             info = self.net.model_info
         else:
@@ -53,8 +73,20 @@ class Predictor:
             raise ValueError(f"{params} has {info.num_classes} classes and no class names beside it: give them "
                              f"(--classes FILE, one name per line; classes= in Python)")
         self.info, self.names, self.config = info, list(info.class_names), info.data_config
-        self.net = optimize(self.net, dtype, self.ctx, **calibration)
-        self.input_dtype = input_dtype(dtype)
+        if backend == "mxnet":
+            self.net = optimize(self.net, dtype, self.ctx, **calibration)
+            self.input_dtype = input_dtype(dtype)
+            return
+        if not onnx_file:
+            source = onnx_model(self.net, info.class_names, info.data_config)[0]
+        self.engine, self.net, self.input_dtype = open_engine(source, backend, threads, dtype), None, "float32"
+
+    def logits(self, batch):
+        """The network's output for a preprocessed ``(N, 3, S, S)`` batch (NDArray or numpy), as numpy."""
+        if self.engine is not None:
+            return self.engine(batch.asnumpy() if isinstance(batch, mx.nd.NDArray) else batch)
+        batch = batch if isinstance(batch, mx.nd.NDArray) else mx.nd.array(batch)
+        return self.net(batch.as_in_context(self.ctx).astype(self.input_dtype, copy=False)).asnumpy()
 
     def probabilities(self, images):
         """``(N, classes)`` softmax probabilities of the images, float64."""
@@ -62,7 +94,7 @@ class Predictor:
         if not images:
             return np.zeros((0, len(self.names)))
         x = mx.nd.concat(*[preprocess_image(img, self.config) for img in images], dim=0)
-        return softmax(self.net(x.as_in_context(self.ctx).astype(self.input_dtype, copy=False)).asnumpy())
+        return softmax(self.logits(x))
 
     def predict(self, images, topk=5):
         """Per image, the ``topk`` most probable ``(class name, probability)``, most probable first."""

@@ -9,7 +9,7 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "
   reduction, which alone took a fifth of a training step; for inference (:func:`set_inference_layout`, called by
   :func:`resnest_gluon.optimize`) it is ``broadcast_mul``, which has bfloat16 kernels where ``dot`` has none;
 - the radix splits are summed with ``slice_axis`` + ``add_n`` on 4-D tensors;
-- on CPU, when the fused operator is built (:mod:`resnest_gluon.attention_op`), the scaling and the radix sum
+- on CPU, when the fused operator is built (:mod:`resnest_gluon.deploy.attention_op`), the scaling and the radix sum
   (the three items above) are one operator, forward and backward (``fused_attention``, :func:`set_fused_attention`);
 - a grouped convolution whose groups have a channel count that is not a multiple of 8 (``resnest50_fast_2s2x40d``
   and ``4s2x40d``) gets a plain-layout output (:func:`_plain_after_conv`): for 4k channels oneDNN makes it
@@ -19,23 +19,28 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "
   norm before it.
 Child names (``conv``, ``bn``, ``fc1``, ``bn1``, ``fc2``) match the official Gluon / GluonCV parameter files.
 """
+import mxnet as mx
+from mxnet.autograd import pause as autograd_pause
 from mxnet.gluon import nn
 
-from . import attention_op
+from .deploy import attention_op
 
 __all__ = ["SplitAttentionConv", "radix_softmax", "scale_channels", "set_inference_layout", "set_fused_attention",
-           "fused_attention_off_device"]
+           "set_onnx_layout", "fused_attention_off_device"]
 
 
-def radix_softmax(F, logits, radix, cardinality):
+def radix_softmax(F, logits, radix, cardinality, transpose=False):
     """rSoftMax: attention weights of shape (B, radix * C) ordered radix-major.
 
     ``fc2`` produces its channels cardinality-major (it is grouped by cardinality), the split convolution produces
     them radix-major, hence the swap of the two axes before the softmax over the radix axis. Radix 1 uses a sigmoid.
+    ``transpose``: the swap as a ``transpose`` (the ONNX layout: MXNet's exporter turns ``swapaxes`` into a Pad to
+    8-D and a ScatterND chain).
     """
     if radix == 1:
         return F.sigmoid(logits).reshape((0, -1))
-    attn = logits.reshape((0, cardinality, radix, -1)).swapaxes(1, 2)
+    attn = logits.reshape((0, cardinality, radix, -1))
+    attn = F.transpose(attn, axes=(0, 2, 1, 3)) if transpose else attn.swapaxes(1, 2)
     return F.softmax(attn, axis=1).reshape((0, -1))
 
 
@@ -99,6 +104,48 @@ def set_inference_layout(net, enabled=True, dtype="float32"):
     return net
 
 
+def _onnx_radix_sum(F, x, weights, radix, channels, size):
+    """``sum_r x_r * weights_r`` as the ONNX graph has it: one broadcast multiplication on a (B, R, C, H, W) view
+    and a sum over the radix axis (``slice_axis`` + ``add_n`` become R Slice copies and a Sum). ``size``: the
+    feature map's (H, W), so that the view's shape is a constant for the engines (MXNet's exporter turns a reshape
+    that copies H and W into a chain of shape arithmetic)."""
+    if radix == 1:
+        return F.broadcast_mul(x, weights.reshape((0, 0, 1, 1)))
+    splits = x.reshape((-1, radix, channels) + tuple(size))                  # (B, R, C, H, W)
+    return F.sum(F.broadcast_mul(splits, weights.reshape((0, radix, channels, 1, 1))), axis=1)
+
+
+def set_onnx_layout(net, input_size=None):
+    """Puts every split-attention block in ``net`` in the layout :func:`resnest_gluon.deploy.export_onnx` traces
+    for images of ``input_size`` x ``input_size`` (``None``: back to the default layout: training, the fused operator
+    when it is built): the inference layout, MXNet's operators instead of the fused one, and operators that MXNet's
+    exporter turns into plain ONNX (Transpose, Softmax, Mul, ReduceSum) with constant shapes. Same numbers. Runs
+    ``net`` once on a zero batch to learn each block's feature-map size; takes effect at the next ``hybridize()`` or
+    imperative call."""
+    enabled = input_size is not None
+    set_inference_layout(net, enabled)
+    set_fused_attention(net, not enabled)
+    blocks = []
+    net.apply(lambda b: blocks.append(b) if isinstance(b, SplitAttentionConv) else None)
+    for block in blocks:
+        block.onnx_layout = None
+    if enabled:
+        sizes, hooks = {}, []
+        for block in blocks:
+            hooks.append(block.conv.register_forward_hook(
+                lambda conv, inputs, output, block=block: sizes.__setitem__(block, output.shape[2:])))
+        try:
+            ctx = next(iter(net.collect_params().values())).list_ctx()[0]
+            with autograd_pause():
+                net(mx.nd.zeros((1, 3, input_size, input_size), ctx=ctx))
+        finally:
+            for hook in hooks:
+                hook.detach()
+        for block in blocks:
+            block.onnx_layout = tuple(sizes[block])
+    return net
+
+
 def set_fused_attention(net, enabled=True):
     """Makes every split-attention block in ``net`` use the fused operator (when it is loaded) or MXNet's operators.
 
@@ -157,6 +204,7 @@ class SplitAttentionConv(nn.HybridBlock):
         inter = max(channels * radix // reduction, 32)
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
         self.inference_layout, self.inference_dtype = False, "float32"  # see set_inference_layout
+        self.onnx_layout = None  # see set_onnx_layout: the feature map's (H, W) in that layout
         self.fused_attention = attention_op.available()  # see set_fused_attention
         self._plain_after_conv = _plain_after_conv(in_channels // (cardinality * radix))
         self._plain_input_grad = _plain_input_grad(in_channels // (cardinality * radix))
@@ -188,7 +236,9 @@ class SplitAttentionConv(nn.HybridBlock):
         if self.radix > 1:                                                   # sum of the splits' means
             gap = F.sum(gap.reshape((0, self.radix, -1)), axis=1).reshape((0, -1, 1, 1))
         attn = self.fc2(F.Activation(self.bn1(self.fc1(gap)), act_type="relu"))
-        weights = radix_softmax(F, attn, self.radix, self.cardinality)
+        weights = radix_softmax(F, attn, self.radix, self.cardinality, transpose=self.onnx_layout is not None)
+        if self.onnx_layout is not None:
+            return _onnx_radix_sum(F, x, weights, self.radix, self.channels, self.onnx_layout)
         if self.fused_attention:
             if self.inference_layout and self.inference_dtype == "bfloat16":  # the operator takes float32 only
                 x, weights = F.amp_cast(x, dtype="float32"), F.amp_cast(weights, dtype="float32")

@@ -134,6 +134,11 @@ def load_class_names(path=None):
     return [line.strip() for line in lines]
 
 
+def is_onnx(path):
+    """Whether ``path`` names an ONNX file (it runs in ONNX Runtime or OpenVINO, not in MXNet)."""
+    return os.fspath(path).lower().endswith(".onnx")
+
+
 def info_path(path):
     """Where the information of a weights file is: ``X.params`` -> ``X.json``; an exported ``P-symbol.json`` ->
     ``P-0000.json`` (the information of its epoch-0 parameters)."""
@@ -148,8 +153,13 @@ def read_info(path):
     """The :class:`ModelInfo` of a weights file, or None when it has none (a bare ``.params``).
 
     Checkpoints written before model information existed give their model and class count (their evaluation
-    size was not recorded: the model's registry data config stands in).
+    size was not recorded: the model's registry data config stands in). An ``.onnx`` file's information is in
+    its metadata (:func:`~resnest_gluon.deploy.export_onnx`).
     """
+    if is_onnx(path):
+        from .deploy.onnx_export import read_onnx_info
+
+        return read_onnx_info(path)
     meta_path = info_path(path)
     if not os.path.isfile(meta_path):
         return None
@@ -288,4 +298,7 @@ def load_trained(path, ctx=mx.cpu(), model=None, num_classes=None, class_names=N
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}")
+    if is_onnx(path):
+        raise ValueError(f"{path} is an ONNX file: it runs in ONNX Runtime or OpenVINO "
+                         f"(Predictor(params=..., backend='onnxruntime'), --backend), not in MXNet")
     return resolve(path, model, num_classes, class_names, data_changes).load(path, ctx)

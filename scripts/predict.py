@@ -3,6 +3,7 @@
     python scripts/predict.py cat.jpg dog.png --model resnest50 --pretrained --topk 5 --json out.json
     python scripts/predict.py photos/*.jpg --params runs/x/ckpt-0007.params     # its model, classes and size
     python scripts/predict.py img.jpg --model resnest50 --pretrained --dtype int8 --calib-rec train.rec
+    python scripts/predict.py img.jpg --params resnest50.onnx --backend openvino   # scripts/export_onnx.py's file
 
 Prints one block per image; ``--json`` writes ``{"model", "params", "data_config", "topk", "predictions":
 [{"image", "top": [{"rank", "label", "class", "probability"}]}], "skipped": [{"image", "reason"}]}``.
@@ -13,8 +14,8 @@ import argparse
 import sys
 
 from resnest_gluon.atomic import write_json
-from resnest_gluon.cli import (add_data_config_arguments, add_model_arguments, add_precision_arguments, model_info,
-                               optimize_kwargs)
+from resnest_gluon.cli import (add_backend_arguments, add_data_config_arguments, add_model_arguments,
+                               add_precision_arguments, model_info, optimize_kwargs)
 from resnest_gluon.data import load_image
 from resnest_gluon.predict import Predictor
 
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", help="also write the predictions to this JSON file")
     add_precision_arguments(p)
+    add_backend_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (and per int8 calibration "
                                                               "batch)")
     return p.parse_args(argv)
@@ -53,17 +55,19 @@ def main(argv=None):
         calibration = optimize_kwargs(args, info.data_config, args.batch_size)
         predictor = Predictor(info.model, params=args.params, pretrained=args.pretrained,
                               classes=list(info.class_names) if info.class_names else None, dtype=args.dtype,
-                              data_config=info.data_config, **calibration)
+                              data_config=info.data_config, backend=args.backend, threads=args.threads,
+                              **calibration)
         results, kept, skipped = [], [], []
         for start in range(0, len(args.images), args.batch_size):  # decoded a batch at a time
             images, ok, bad = read_images(args.images[start:start + args.batch_size])
             results += predictor.predict(images, topk=args.topk)
             kept, skipped = kept + ok, skipped + bad
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         sys.exit(f"error: {err}")
     index = {name: i for i, name in enumerate(predictor.names)}
     report = {"model": predictor.info.model, "params": args.params, "pretrained": args.pretrained,
-              "data_config": predictor.config.to_dict(), "topk": args.topk, "dtype": args.dtype, "predictions": [],
+              "data_config": predictor.config.to_dict(), "topk": args.topk, "dtype": args.dtype,
+              "backend": predictor.backend, "predictions": [],
               "skipped": [{"image": p, "reason": r} for p, r in skipped]}
     for image, top in zip(kept, results):
         print(image)

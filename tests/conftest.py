@@ -49,7 +49,7 @@ def quick_demo(tmp_path_factory):
 
 
 def _bfloat16_supported():
-    from resnest_gluon.amx import bfloat16_supported
+    from resnest_gluon.deploy.amx import bfloat16_supported
 
     return bfloat16_supported()
 

@@ -10,7 +10,7 @@ import numpy as np
 from conftest import REPO, randomize_bn
 from recgen import make_rec
 from resnest_gluon import get_model
-from resnest_gluon.amx import bfloat16_supported
+from resnest_gluon.deploy.amx import bfloat16_supported
 
 SCRIPT = os.path.join(REPO, "benchmarks", "agreement.py")
 N, CLASSES = 40, 40

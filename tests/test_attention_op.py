@@ -1,4 +1,4 @@
-"""The fused split-attention operator (resnest_gluon/csrc/attention_op.cc): built, loaded, and equal to MXNet's ops."""
+"""The fused split-attention operator (resnest_gluon/deploy/csrc/attention_op.cc): built, loaded, and equal to MXNet's ops."""
 import os
 import time
 
@@ -8,7 +8,7 @@ import pytest
 from mxnet import autograd
 
 import resnest_gluon as rg
-from resnest_gluon import attention_op
+from resnest_gluon.deploy import attention_op
 from resnest_gluon.splat import fused_attention_off_device, set_fused_attention
 
 from conftest import randomize_bn, run_python

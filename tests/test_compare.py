@@ -26,7 +26,7 @@ from _timing import median  # noqa: E402
 from test_latency import check_png, check_stats  # noqa: E402
 
 from resnest_gluon import get_model  # noqa: E402
-from resnest_gluon.amx import bfloat16_supported  # noqa: E402
+from resnest_gluon.deploy.amx import bfloat16_supported  # noqa: E402
 
 CASES = ("infer-b1", "infer-b2", "train-b2", "bf16-b2", "int8-b2")
 

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import REPO, randomize_bn
 from recgen import make_image
 import resnest_gluon as rg
-from resnest_gluon.attention_op import OP_NAME, available
+from resnest_gluon.deploy.attention_op import OP_NAME, available
 from resnest_gluon.dense import DenseDataConfig
 from resnest_gluon.dense.inference import Detector, Segmenter, preprocess
 

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import needs_bfloat16, randomize_bn
 from resnest_gluon import get_model, optimize
-from resnest_gluon.amx import amx_enabled, bfloat16_supported
+from resnest_gluon.deploy.amx import amx_enabled, bfloat16_supported
 
 CLASSES, SIZE = 10, 64
 
@@ -77,5 +77,5 @@ def test_bfloat16_of_a_regrouped_model_is_close_to_float32(images):
     out = fast(images).astype("float32").asnumpy()
     assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
     weights = {name.split("_", 1)[1]: p.data().shape for name, p in fast.collect_params().items()}
-    in_per_group = 160 if amx_enabled() else 20  # with AMX: 8 groups merged into 1 (resnest_gluon.regroup)
+    in_per_group = 160 if amx_enabled() else 20  # with AMX: 8 groups merged into 1 (resnest_gluon.deploy.regroup)
     assert weights["layers2_bottleneck0_splitattentionconv0_conv0_weight"] == (640, in_per_group, 3, 3)

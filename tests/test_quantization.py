@@ -1,4 +1,4 @@
-"""int8 (resnest_gluon.quantization) and bfloat16 (resnest_gluon.bfloat16) through deploy.optimize, against float32."""
+"""int8 (resnest_gluon.deploy.quantization) and bfloat16 (resnest_gluon.deploy.bfloat16) through deploy.optimize, against float32."""
 import json
 import os
 import subprocess
@@ -10,9 +10,9 @@ import pytest
 
 from conftest import needs_bfloat16, REPO, randomize_bn
 from resnest_gluon import get_model, optimize
-from resnest_gluon.amx import amx_enabled, amx_supported
-from resnest_gluon.bfloat16 import BF16_SAFE_OPS
-from resnest_gluon.quantization import calibration_batches, first_conv_name
+from resnest_gluon.deploy.amx import amx_enabled, amx_supported
+from resnest_gluon.deploy.bfloat16 import BF16_SAFE_OPS
+from resnest_gluon.deploy.quantization import calibration_batches, first_conv_name
 
 CLASSES, SIZE = 10, 64
 
@@ -61,7 +61,7 @@ def test_int8_of_a_regrouped_model_agrees_with_float32(images):
     out = q(images).asnumpy()
     assert _relative_error(out, ref) < 0.5
     weights = {name.split("_", 1)[1]: p.data().shape for name, p in q.collect_params().items()}
-    in_per_group = 20 if amx_enabled() else 10  # with AMX: 8 groups merged into 4 (resnest_gluon.regroup)
+    in_per_group = 20 if amx_enabled() else 10  # with AMX: 8 groups merged into 4 (resnest_gluon.deploy.regroup)
     assert weights["layers1_bottleneck0_splitattentionconv0_conv0_weight"] == (320, in_per_group, 3, 3)
     assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.97
 

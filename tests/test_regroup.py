@@ -1,4 +1,4 @@
-"""resnest_gluon.regroup: grouped convolutions merged into AMX-sized groups compute the same numbers."""
+"""resnest_gluon.deploy.regroup: grouped convolutions merged into AMX-sized groups compute the same numbers."""
 import json
 
 import mxnet as mx
@@ -7,7 +7,8 @@ import pytest
 from mxnet.gluon import nn
 
 from conftest import needs_bfloat16, randomize_bn
-from resnest_gluon import get_model, optimize, regroup
+from resnest_gluon import get_model, optimize
+from resnest_gluon.deploy import regroup
 
 
 @pytest.mark.parametrize("dtype, groups, in_per_group, expected", [

@@ -34,7 +34,7 @@ check_horovod() {  # succeeds when Horovod in .venv has MXNet and Gloo
 
 setup_main() {
   local want have
-  want=$(inputs_hash requirements.txt requirements-dev.txt)
+  want=$(inputs_hash requirements.txt requirements-dev.txt requirements-deploy.txt)
   have=$(cat .venv/.inputs-sha1 2>/dev/null || true)
   if [ "$want" = "$have" ]; then  # the stamp is written only after horovodrun --check-build passed
     log ".venv is up to date"; return 0
@@ -59,7 +59,7 @@ setup_main() {
 
 setup_torch() {
   local want have
-  want=$(inputs_hash requirements.txt requirements-torch.txt)
+  want=$(inputs_hash requirements.txt requirements-torch.txt requirements-deploy.txt)
   have=$(cat .venv-torch/.inputs-sha1 2>/dev/null || true)
   if [ "$want" = "$have" ]; then
     log ".venv-torch is up to date"; return 0

@@ -9,7 +9,7 @@ import mxnet as mx
 from .amx import bfloat16_supported, cpu_flags, enable_amx
 from .bfloat16 import to_bfloat16
 from .quantization import CALIB_MODES, quantize
-from .splat import set_inference_layout
+from ..splat import set_inference_layout
 
 __all__ = ["DTYPES", "SUPPORTED_DEVICES", "CALIB_MODES", "optimize", "input_dtype"]
 
@@ -48,13 +48,13 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True, ca
     ``float16`` casts every parameter (GPU only: MXNet's CPU float16 convolutions are not supported).
     ``bfloat16`` (CPU) and ``int8`` (CPU) return a new ``SymbolBlock`` on the first of ``ctx`` (a context or a list
     of them, where the parameters already are), with grouped convolutions regrouped for AMX where it is enabled
-    (:mod:`resnest_gluon.regroup`): see :mod:`resnest_gluon.bfloat16` and :mod:`resnest_gluon.quantization`.
+    (:mod:`resnest_gluon.deploy.regroup`): see :mod:`resnest_gluon.deploy.bfloat16` and :mod:`resnest_gluon.deploy.quantization`.
     ``int8`` is calibrated on ``calib_data`` (an NDArray batch, an iterable of batches or ``(data, label)`` pairs, a
     gluon ``DataLoader`` or an ``mx.io.DataIter``; its first ``num_calib_batches`` batches, all if ``None``) with
     ``calib_mode`` ``'naive'`` (min/max) or ``'entropy'`` (KL); ``exclude_first_conv`` keeps the stem's first
     convolution in float32.
 
-    ``amx`` (bfloat16, int8): let oneDNN use Intel AMX (:func:`~resnest_gluon.amx.enable_amx`; effective only if no
+    ``amx`` (bfloat16, int8): let oneDNN use Intel AMX (:func:`~resnest_gluon.deploy.amx.enable_amx`; effective only if no
     oneDNN operator has run in this process yet).
     """
     if dtype not in DTYPES:

@@ -78,7 +78,7 @@ def merge_conv_groups(net, ctx, multiple):
 
 def amx_groups(net, ctx, dtype):
     """:func:`merge_conv_groups` with the channel multiple AMX needs in ``dtype`` (``'bfloat16'`` or ``'int8'``);
-    ``(net, 0)`` unchanged when AMX is not enabled (:func:`~resnest_gluon.amx.enable_amx`), since without AMX the
+    ``(net, 0)`` unchanged when AMX is not enabled (:func:`~resnest_gluon.deploy.amx.enable_amx`), since without AMX the
     merged groups only add multiplications."""
     if not amx_enabled():
         return net, 0

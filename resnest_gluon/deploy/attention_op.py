@@ -22,7 +22,7 @@ import warnings
 
 import mxnet as mx
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 __all__ = ["OP_NAME", "available", "unavailable_reason", "load", "build", "library_path", "prune_cache"]
 

@@ -1,0 +1,95 @@
+"""An exported ONNX file (:func:`~resnest_gluon.deploy.export_onnx`) run in ONNX Runtime or OpenVINO.
+
+``engine = open_engine("resnest50.onnx", "openvino", threads=2)``; ``logits = engine(batch)`` for a float32
+``(N, 3, S, S)`` numpy batch preprocessed as the file's data config says. Each engine is set up the way its
+documentation recommends for CPU latency and throughput: ONNX Runtime with all graph optimisations and
+``threads`` intra-op threads; OpenVINO compiled for the CPU with ``threads`` inference threads and the precision
+hint (``bfloat16`` only where the CPU has bfloat16 instructions: AVX-512 BF16 or AMX; OpenVINO would otherwise
+fall back to float32 silently).
+"""
+import os
+
+import numpy as np
+
+__all__ = ["BACKENDS", "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "OnnxRuntimeEngine", "OpenVinoEngine"]
+
+BACKENDS = ("mxnet", "onnxruntime", "openvino")
+ENGINE_BACKENDS = BACKENDS[1:]
+ENGINE_DTYPES = {"onnxruntime": ("float32",), "openvino": ("float32", "bfloat16")}
+
+
+def _model_bytes(model):
+    """A path or an ``onnx.ModelProto`` as what both engines read."""
+    if isinstance(model, (str, os.PathLike)):
+        if not os.path.isfile(model):
+            raise FileNotFoundError(f"ONNX file not found: {os.fspath(model)!r}")
+        return os.fspath(model)
+    return model.SerializeToString()
+
+
+class OnnxRuntimeEngine:
+    """ONNX Runtime's CPU execution provider on the file; ``engine(batch)`` -> logits (numpy float32)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model, threads=None, dtype="float32"):
+        if dtype not in ENGINE_DTYPES["onnxruntime"]:
+            raise ValueError(f"ONNX Runtime runs this file in float32 here, not {dtype!r} (int8: quantize the file "
+                             f"first; bfloat16: use the openvino backend)")
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError("the onnxruntime backend needs: pip install -r requirements-deploy.txt") from err
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # its per-initializer notes are about other exporters' files
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(_model_bytes(model), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = tuple(self.session.get_inputs()[0].shape)
+
+    def __call__(self, batch):
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+
+class OpenVinoEngine:
+    """OpenVINO's CPU plugin on the file (float32, or bfloat16 through its precision hint)."""
+
+    backend = "openvino"
+
+    def __init__(self, model, threads=None, dtype="float32"):
+        if dtype not in ENGINE_DTYPES["openvino"]:
+            raise ValueError(f"OpenVINO runs this file in float32 or bfloat16, not {dtype!r}")
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise ImportError("the openvino backend needs: pip install -r requirements-deploy.txt") from err
+        core = ov.Core()
+        if dtype == "bfloat16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("bfloat16 needs a CPU with bfloat16 instructions (AVX-512 BF16 or AMX); OpenVINO would "
+                             "run float32 here: use float32")
+        source = _model_bytes(model)
+        network = core.read_model(source) if isinstance(source, str) else core.read_model(source, b"")
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bfloat16" else "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(network, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_shape = tuple(d.get_length() if d.is_static else None
+                                 for d in self.compiled.input(0).get_partial_shape())
+
+    def __call__(self, batch):
+        result = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
+        return np.array(result[self.compiled.output(0)], dtype=np.float32)  # a copy: the request reuses its buffer
+
+
+_ENGINES = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
+
+
+def open_engine(model, backend, threads=None, dtype="float32"):
+    """The engine ``backend`` (``'onnxruntime'`` or ``'openvino'``) running ``model`` (an ONNX path or
+    ``onnx.ModelProto``) in ``dtype``."""
+    if backend not in _ENGINES:
+        raise ValueError(f"backend must be one of {', '.join(ENGINE_BACKENDS)} for an ONNX file, got {backend!r}")
+    return _ENGINES[backend](model, threads=threads, dtype=dtype)

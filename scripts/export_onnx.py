@@ -1,0 +1,104 @@
+"""Export a ResNeSt classifier to ONNX for ONNX Runtime and OpenVINO, with its model information inside.
+
+    python scripts/export_onnx.py --params runs/x/ckpt-0007.params --out model.onnx      # its classes and size
+    python scripts/export_onnx.py --model resnest50 --pretrained --out resnest50.onnx
+    python scripts/export_onnx.py --model resnest101 --out r101.onnx     # random weights: for speed measurements
+
+The file has a dynamic batch axis and takes images of the data config's input size (``--crop-size`` exports for
+another); its ``metadata_props`` carry the model, class names and evaluation transform, so
+``predict.py --params model.onnx`` and ``verify.py --params model.onnx`` need no other flag. After writing, the
+file is run in ONNX Runtime (and OpenVINO, when installed) on a random batch of two and compared with MXNet: a
+difference above ``--tolerance`` fails the export (exit 1) and leaves ``--out`` as it was.
+"""
+import argparse
+import os
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+
+from resnest_gluon.cli import add_data_config_arguments, add_model_arguments, data_config_changes, model_info
+from resnest_gluon.deploy import ENGINE_BACKENDS, export_onnx, open_engine
+from resnest_gluon.trained import is_onnx, load_trained
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(p, weights_required=False)
+    add_data_config_arguments(p)
+    p.add_argument("--out", required=True, help="the ONNX file to write (.onnx)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest difference allowed between an engine's logits and MXNet's (default 1e-4)")
+    p.add_argument("--no-check", action="store_true", help="skip running the file in the engines")
+    p.add_argument("--seed", type=int, default=0, help="random weights (no --params / --pretrained) and check batch")
+    return p.parse_args(argv)
+
+
+def build(args):
+    """The network the flags describe, with its weights (random ones without --params / --pretrained)."""
+    if args.params and is_onnx(args.params):
+        raise ValueError(f"--params {args.params} is an ONNX file already")
+    info = model_info(args)
+    if args.params:
+        return load_trained(args.params, model=args.model, num_classes=args.num_classes,
+                            class_names=list(info.class_names) if info.class_names else None,
+                            **data_config_changes(args))
+    net = info.build(mx.cpu(), pretrained=args.pretrained)
+    if not args.pretrained:
+        mx.random.seed(args.seed)
+        net.initialize(mx.init.Xavier(magnitude=2))
+        print(f"note: {info.model} has random weights (no --params or --pretrained): for speed measurements",
+              file=sys.stderr)
+    return net
+
+
+def check(path, net, size, tolerance, seed):
+    """The largest |engine - MXNet| over the logits of a random batch of two, per installed engine."""
+    batch = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+    expected = net(mx.nd.array(batch)).asnumpy()
+    scale = max(1.0, float(np.abs(expected).max()))
+    diffs = {}
+    for backend in ENGINE_BACKENDS:
+        try:
+            engine = open_engine(path, backend)
+        except ImportError:
+            continue
+        diffs[backend] = float(np.abs(engine(batch) - expected).max()) / scale
+    if not diffs:
+        raise ImportError("neither onnxruntime nor openvino is installed: nothing to check the file with "
+                          "(pip install -r requirements-deploy.txt, or --no-check)")
+    bad = {k: v for k, v in diffs.items() if not v <= tolerance}
+    if bad:
+        raise ValueError("the exported file disagrees with MXNet: " + ", ".join(
+            f"{k} {v:.2e}" for k, v in bad.items()) + f" (> --tolerance {tolerance:g}, relative to the largest logit)")
+    return diffs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.out.lower().endswith(".onnx"):
+        sys.exit(f"error: --out must name an .onnx file, got {args.out!r}")
+    start = time.time()
+    folder, name = os.path.split(os.path.abspath(args.out))
+    unchecked = os.path.join(folder, f".{name}.{os.getpid()}.unchecked.onnx")  # becomes --out once it passed
+    try:
+        net = build(args)
+        info = export_onnx(net, unchecked)
+        size = info.data_config.input_size
+        line = (f"wrote {args.out}: {info.model}, {info.num_classes} classes, {size} x {size} px, "
+                f"{os.path.getsize(unchecked) / 2**20:.1f} MB in {time.time() - start:.1f} s")
+        if not args.no_check:
+            diffs = check(unchecked, net, size, args.tolerance, args.seed)
+            line += "; " + ", ".join(f"{k} matches MXNet within {v:.1e}" for k, v in diffs.items())
+        os.replace(unchecked, args.out)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        sys.exit(f"error: {err}" + (f" ({args.out} left as it was)" if os.path.exists(args.out) else ""))
+    finally:
+        if os.path.exists(unchecked):
+            os.remove(unchecked)
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

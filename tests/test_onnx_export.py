@@ -1,0 +1,185 @@
+"""ONNX export (resnest_gluon.deploy.export_onnx, scripts/export_onnx.py) and the engine backends: the file runs in
+ONNX Runtime and OpenVINO with MXNet's numbers, carries its model information, and is shaped for the engines."""
+import collections
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from conftest import REPO, randomize_bn
+from recgen import make_image
+import resnest_gluon as rg
+from resnest_gluon.deploy import export_onnx, onnx_model, open_engine, read_onnx_info
+from resnest_gluon.predict import Predictor
+from resnest_gluon.trained import load_trained, save_trained
+
+EXPORT = os.path.join(REPO, "scripts", "export_onnx.py")
+PREDICT = os.path.join(REPO, "scripts", "predict.py")
+NAMES = [f"shape_{i}" for i in range(5)]
+# One name per architecture: the others are the same network under another name and data config (asserted below).
+ARCHITECTURES = ["resnest14", "resnest26", "resnest50", "resnest101", "resnest200", "resnest269",
+                 "resnest50_fast_1s1x64d", "resnest50_fast_2s1x64d", "resnest50_fast_4s1x64d",
+                 "resnest50_fast_1s2x40d", "resnest50_fast_2s2x40d", "resnest50_fast_4s2x40d",
+                 "resnest50_fast_1s4x24d"]
+SIZE = 64  # the big models are checked at a small input size
+
+
+def random_net(name, classes=5, seed=0):
+    net = rg.get_model(name, classes=classes)
+    mx.random.seed(seed)
+    net.initialize(mx.init.Xavier(magnitude=2.5))
+    return randomize_bn(net, seed=seed)
+
+
+def _inference_arch(name):
+    """The architecture as inference sees it: the final dropout is no operation there (and not in the file)."""
+    return json.dumps({k: v for k, v in rg.get_config(name).arch.items() if k != "final_drop"}, sort_keys=True)
+
+
+def test_every_registered_name_is_one_of_the_tested_architectures():
+    tested = {_inference_arch(name) for name in ARCHITECTURES}
+    assert len(tested) == len(ARCHITECTURES)
+    for name in rg.list_models():
+        assert _inference_arch(name) in tested, name
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_engines_compute_what_mxnet_computes(name):
+    net = random_net(name)
+    model, info = onnx_model(net, NAMES, dataclasses.replace(net.data_config, input_size=SIZE))
+    batch = np.random.default_rng(1).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
+    expected = net(mx.nd.array(batch)).asnumpy()
+    assert np.abs(expected).max() > 0.1  # logits that can show a difference
+    assert not {"Dropout", "BatchNormalization", "ScatterND"} & {node.op_type for node in model.graph.node}
+    for backend in ("onnxruntime", "openvino"):
+        engine = open_engine(model, backend, threads=2)
+        np.testing.assert_allclose(engine(batch), expected, atol=1e-4, rtol=0, err_msg=backend)
+        np.testing.assert_allclose(engine(batch[1:2]), expected[1:2], atol=1e-4, rtol=0, err_msg=backend)
+
+
+def test_the_graph_is_shaped_for_the_engines():
+    net = random_net("resnest50_fast_2s2x40d")
+    model, _ = onnx_model(net, NAMES, dataclasses.replace(net.data_config, input_size=SIZE))
+    graph = model.graph
+    ops = collections.Counter(node.op_type for node in graph.node)
+    assert ops["Conv"] > 0 and ops["Transpose"] > 0 and ops["Softmax"] > 0
+    for gone in ("BatchNormalization", "ScatterND", "Pad", "Shape", "Identity", "Dropout", "Div"):
+        assert ops[gone] == 0, gone  # folded, or never made
+    assert [i.name for i in graph.input] == ["data"] and [o.name for o in graph.output] == ["logits"]
+    batch, *rest = graph.input[0].type.tensor_type.shape.dim
+    assert batch.dim_param == "batch" and [d.dim_value for d in rest] == [3, SIZE, SIZE]
+    read = {name for node in graph.node for name in node.input}
+    assert all(init.name in read for init in graph.initializer)  # no dead weights
+    onnx.checker.check_model(model)
+
+
+def test_export_leaves_the_network_as_it_was():
+    net = random_net("resnest14")
+    x = mx.nd.random.uniform(shape=(2, 3, 32, 32))
+    before = net(x).asnumpy()
+    flags = [(b.inference_layout, b.fused_attention, b.onnx_layout) for b in _splat_blocks(net)]
+    onnx_model(net, NAMES, dataclasses.replace(net.data_config, input_size=SIZE))
+    assert [(b.inference_layout, b.fused_attention, b.onnx_layout) for b in _splat_blocks(net)] == flags
+    np.testing.assert_array_equal(net(x).asnumpy(), before)
+
+
+def _splat_blocks(net):
+    blocks = []
+    net.apply(lambda b: blocks.append(b) if isinstance(b, rg.SplitAttentionConv) else None)
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 'trained' resnest14 at 48 px with class names, as save_trained writes it, and its ONNX export."""
+    d = tmp_path_factory.mktemp("onnx")
+    net = random_net("resnest14", seed=3)
+    config = rg.DataConfig(48, 0.8, "bicubic")
+    save_trained(net, str(d / "r14.params"), class_names=NAMES, data_config=config)
+    info = export_onnx(load_trained(str(d / "r14.params")), str(d / "r14.onnx"))
+    images = []
+    for i, (h, w) in enumerate([(70, 90), (60, 60), (80, 50)]):
+        images.append(str(d / f"img{i}.png"))
+        Image.fromarray(make_image(i, h, w, seed=7)).save(images[-1])
+    return d, info, images
+
+
+def test_the_file_carries_its_model_information(trained):
+    d, info, _ = trained
+    stored = read_onnx_info(str(d / "r14.onnx"))
+    assert stored == info
+    assert stored.model == "resnest14" and stored.class_names == tuple(NAMES)
+    assert stored.data_config == rg.DataConfig(48, 0.8, "bicubic")
+    props = {p.key: p.value for p in onnx.load(str(d / "r14.onnx")).metadata_props}
+    assert json.loads(props["resnest_gluon.model_info"])["data_config"]["input_size"] == 48
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_predictor_on_the_file_matches_mxnet(trained, backend):
+    d, _, images = trained
+    reference = Predictor(params=str(d / "r14.params")).probabilities(images)
+    predictor = Predictor(params=str(d / "r14.onnx"), backend=backend, threads=2)
+    assert predictor.names == NAMES and predictor.config == rg.DataConfig(48, 0.8, "bicubic")
+    np.testing.assert_allclose(predictor.probabilities(images), reference, atol=1e-5)
+    exported_on_the_fly = Predictor(params=str(d / "r14.params"), backend=backend)
+    np.testing.assert_allclose(exported_on_the_fly.probabilities(images), reference, atol=1e-5)
+
+
+def test_backend_refusals(trained, tmp_path):
+    d, _, _ = trained
+    with pytest.raises(ValueError, match="is an ONNX file: run it with the onnxruntime or openvino backend"):
+        Predictor(params=str(d / "r14.onnx"), backend="mxnet")
+    with pytest.raises(ValueError, match="takes 48 x 48 images .* the input size 64 needs another export"):
+        Predictor(params=str(d / "r14.onnx"), data_config=rg.DataConfig(64))
+    with pytest.raises(ValueError, match="ONNX Runtime runs this file in float32"):
+        Predictor(params=str(d / "r14.onnx"), dtype="int8")
+    with pytest.raises(ValueError, match="is an ONNX file: it runs in ONNX Runtime or OpenVINO"):
+        load_trained(str(d / "r14.onnx"))
+    foreign = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ValueError, match=r"foreign.onnx: no resnest_gluon.model_info in its metadata_props"):
+        read_onnx_info(str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ValueError, match="not an imported SymbolBlock"):
+        prefix = str(tmp_path / "sym")
+        rg.export(load_trained(str(d / "r14.params")), prefix)
+        export_onnx(load_trained(prefix + "-symbol.json"), str(tmp_path / "x.onnx"))
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_exports_checks_and_predicts(trained, tmp_path):
+    d, _, images = trained
+    out = str(tmp_path / "model.onnx")
+    proc = run(EXPORT, "--params", str(d / "r14.params"), "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "resnest14, 5 classes, 48 x 48 px" in proc.stdout
+    assert "onnxruntime matches MXNet within" in proc.stdout and "openvino matches MXNet within" in proc.stdout
+    assert read_onnx_info(out).class_names == tuple(NAMES)
+    # a check that fails leaves the earlier file untouched and no temporary file behind
+    before = open(out, "rb").read()
+    proc = run(EXPORT, "--params", str(d / "r14.params"), "--crop-size", "32", "--out", out, "--tolerance", "-1")
+    assert proc.returncode == 1 and "the exported file disagrees with MXNet" in proc.stderr
+    assert "left as it was" in proc.stderr and open(out, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx"]
+    # predict.py needs nothing but the file
+    report = str(tmp_path / "pred.json")
+    proc = run(PREDICT, *images, "--params", out, "--backend", "openvino", "--topk", "2", "--json", report)
+    assert proc.returncode == 0, proc.stderr
+    result = json.load(open(report))
+    assert result["backend"] == "openvino" and result["model"] == "resnest14"
+    expected = Predictor(params=str(d / "r14.params")).predict(images, topk=2)
+    for pred, top in zip(result["predictions"], expected):
+        assert [t["class"] for t in pred["top"]] == [name for name, _ in top]
+        np.testing.assert_allclose([t["probability"] for t in pred["top"]], [p for _, p in top], atol=1e-5)

@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 
 from .data import preprocess_image
-from .deploy import BACKENDS, input_dtype, onnx_model, open_engine, optimize
+from .deploy import BACKENDS, engine_for, input_dtype, optimize
 from .trained import IMAGENET_CLASSES_FILE, is_onnx, load_class_names, load_trained, resolve
 
 __all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "softmax", "Predictor"]
@@ -56,13 +56,9 @@ class Predictor:
             raise ValueError(f"the {backend} backend takes no calibration keywords ({', '.join(calibration)})")
         self.ctx, self.backend, self.engine = ctx or mx.cpu(), backend, None
         changes = dataclasses.asdict(data_config) if data_config else {}
+        self.net = None
         if onnx_file:
             info = resolve(params, model, class_names=classes, data_changes=changes)
-            stored = resolve(params).data_config.input_size
-            if info.data_config.input_size != stored:
-                raise ValueError(f"{params} takes {stored} x {stored} images (exported so); the input size "
-                                 f"{info.data_config.input_size} needs another export")
-            source = params
         elif params:
             self.net = load_trained(params, ctx=self.ctx, model=model, class_names=classes, **changes)
             info = self.net.model_info
@@ -77,9 +73,8 @@ class Predictor:
             self.net = optimize(self.net, dtype, self.ctx, **calibration)
             self.input_dtype = input_dtype(dtype)
             return
-        if not onnx_file:
-            source = onnx_model(self.net, info.class_names, info.data_config)[0]
-        self.engine, self.net, self.input_dtype = open_engine(source, backend, threads, dtype), None, "float32"
+        self.engine = engine_for(info, backend, params, self.net, threads, dtype)
+        self.net, self.input_dtype = None, "float32"
 
     def logits(self, batch):
         """The network's output for a preprocessed ``(N, 3, S, S)`` batch (NDArray or numpy), as numpy."""

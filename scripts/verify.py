@@ -4,6 +4,7 @@
     python scripts/verify.py --rec-val val.rec --params runs/x/ckpt-0007.params     # model, classes, size: its own
     horovodrun --gloo -np 4 -H localhost:4 python scripts/verify.py --rec-val val.rec --params runs/x/ckpt-0007.params
     python scripts/verify.py --rec-val val.rec --model resnest50 --pretrained --dtype int8 --calib-rec train.rec
+    python scripts/verify.py --rec-val val.rec --params model.onnx --backend openvino   # scripts/export_onnx.py's
 
 Protocol: the weights' ``DataConfig`` -- for a training checkpoint the one its validation used, else the model's
 (``--crop-size`` / ``--crop-ratio`` / ``--interpolation`` replace its input size / crop_pct / interpolation).
@@ -12,6 +13,9 @@ Every image of the file is evaluated exactly once (the last batch may be partial
 Undecodable records are skipped and reported (index and reason) in the printout and in the JSON
 (``corrupt_records``); ``images`` counts only the evaluated ones, so accuracies are over decodable images. A label
 outside ``[0, num_classes)`` is an error naming the file and the largest label seen.
+
+``--backend onnxruntime`` / ``openvino`` evaluates in that engine (CPU) the ``.onnx`` file given as ``--params``,
+or the network exported to ONNX on the fly; the batches, the counting and the JSON are the same.
 
 Horovod is used only when this runs under ``horovodrun`` (``HOROVOD_RANK`` or ``OMPI_COMM_WORLD_RANK`` set) or
 with ``--horovod``; it is imported only then. Each rank takes every ``size``-th record from its ``rank``; the
@@ -27,11 +31,12 @@ import mxnet as mx
 
 from resnest_gluon.atomic import write_json
 from resnest_gluon.data import ValRecordIter
-from resnest_gluon.deploy import input_dtype, optimize
+from resnest_gluon.deploy import NDArrayCalls, engine_for, input_dtype, optimize
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.evaluation import LabelError, evaluate
-from resnest_gluon.cli import (add_data_config_arguments, add_model_arguments, add_precision_arguments, model_info,
-                               optimize_kwargs)
+from resnest_gluon.cli import (add_backend_arguments, add_data_config_arguments, add_model_arguments,
+                               add_precision_arguments, model_info, optimize_kwargs)
+from resnest_gluon.trained import is_onnx
 
 TIMED_FROM_BATCH = 5
 
@@ -49,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=50, help="per device")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids; empty = CPU")
     add_precision_arguments(p)
+    add_backend_arguments(p)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--json", help="also write the summary to this JSON file")
     p.add_argument("--horovod", action="store_true", help="force Horovod (auto under horovodrun)")
@@ -64,14 +70,30 @@ def contexts(args, dist):
     return [mx.gpu(g) for g in gpus]
 
 
+def backend_of(args):
+    """``--backend``, defaulting to onnxruntime for an ``.onnx`` file and to mxnet otherwise."""
+    return args.backend or ("onnxruntime" if args.params and is_onnx(args.params) else "mxnet")
+
+
 def build_net(args, ctx):
     """The model with its weights, optimized for ``--dtype`` (int8: calibrated on ``--calib-rec`` read with the
-    weights' data config), and its :class:`~resnest_gluon.trained.ModelInfo`."""
+    weights' data config), or the ONNX engine of ``--backend`` called like it; and its
+    :class:`~resnest_gluon.trained.ModelInfo`."""
+    backend = backend_of(args)
     try:
+        if backend != "mxnet" and (args.gpus.strip() or args.dtype == "int8"):
+            raise ValueError(f"--backend {backend} runs on the CPU in float32" + (" or bfloat16" if backend ==
+                             "openvino" else "") + ": drop --gpus / choose another --dtype")
         info = model_info(args)
-        net = info.load(args.params, ctx) if args.params else info.build(ctx, pretrained=True)
-        return optimize(net, args.dtype, ctx, **optimize_kwargs(args, info.data_config, args.batch_size)), info
-    except (ValueError, FileNotFoundError) as err:
+        if backend == "mxnet" and args.params and is_onnx(args.params):
+            raise ValueError(f"{args.params} is an ONNX file: run it with --backend onnxruntime or openvino")
+        net = None
+        if not (args.params and is_onnx(args.params)):
+            net = info.load(args.params, ctx) if args.params else info.build(ctx, pretrained=True)
+        if backend == "mxnet":
+            return optimize(net, args.dtype, ctx, **optimize_kwargs(args, info.data_config, args.batch_size)), info
+        return NDArrayCalls(engine_for(info, backend, args.params, net, args.threads, args.dtype)), info
+    except (ValueError, FileNotFoundError, ImportError) as err:
         raise VerifyError(str(err)) from None
 
 
@@ -93,7 +115,8 @@ def verify(args, dist):
         raise VerifyError(f"record index (.idx) not found: {args.rec_val_idx!r}")
     batch = args.batch_size * len(ctx)
     data = ValRecordIter(args.rec_val, cfg, idx_path=args.rec_val_idx, batch_size=batch,
-                         num_workers=args.num_workers, rank=dist.rank, world=dist.world, dtype=input_dtype(args.dtype))
+                         num_workers=args.num_workers, rank=dist.rank, world=dist.world,
+                         dtype=input_dtype(args.dtype) if backend_of(args) == "mxnet" else "float32")
     try:
         res = evaluate(net, data, ctx, num_classes, dist, k=5, timed_from_batch=TIMED_FROM_BATCH)
     except LabelError as err:
@@ -102,7 +125,8 @@ def verify(args, dist):
     return {
         "model": info.model, "params": args.params, "pretrained": args.pretrained, "rec": args.rec_val,
         "idx": args.rec_val_idx or data.idx_path, "data_config": cfg.to_dict(), "num_classes": num_classes,
-        "dtype": args.dtype, "calibration": calibration_summary(args), "batch_size": batch, "world_size": dist.world,
+        "dtype": args.dtype, "backend": backend_of(args), "calibration": calibration_summary(args),
+        "batch_size": batch, "world_size": dist.world,
         "top1": res.top1, "top5": res.topk, "topk": res.k,
         "top1_correct": res.top1_correct, "top5_correct": res.topk_correct, "images": res.images,
         "corrupt_records": [{"index": int(i), "message": m} for i, m in res.corrupt],

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, randomize_bn
-from recgen import make_image
+from recgen import make_image, make_rec
 import resnest_gluon as rg
 from resnest_gluon.deploy import export_onnx, onnx_model, open_engine, read_onnx_info
 from resnest_gluon.predict import Predictor
@@ -22,6 +22,7 @@ from resnest_gluon.trained import load_trained, save_trained
 
 EXPORT = os.path.join(REPO, "scripts", "export_onnx.py")
 PREDICT = os.path.join(REPO, "scripts", "predict.py")
+VERIFY = os.path.join(REPO, "scripts", "verify.py")
 NAMES = [f"shape_{i}" for i in range(5)]
 # One name per architecture: the others are the same network under another name and data config (asserted below).
 ARCHITECTURES = ["resnest14", "resnest26", "resnest50", "resnest101", "resnest200", "resnest269",
@@ -183,3 +184,23 @@ def test_cli_exports_checks_and_predicts(trained, tmp_path):
     for pred, top in zip(result["predictions"], expected):
         assert [t["class"] for t in pred["top"]] == [name for name, _ in top]
         np.testing.assert_allclose([t["probability"] for t in pred["top"]], [p for _, p in top], atol=1e-5)
+
+
+def test_verify_counts_the_same_in_every_backend(trained, tmp_path):
+    """verify.py's numbers with the ONNX file in both engines are MXNet's: same batches, same counting."""
+    d, _, _ = trained
+    rec = str(tmp_path / "val")
+    make_rec(rec, 5, seed=4)  # labels 0..4: one image per class
+    results = {}
+    for backend, params in (("mxnet", "r14.params"), ("onnxruntime", "r14.onnx"), ("openvino", "r14.onnx")):
+        out = str(tmp_path / f"{backend}.json")
+        proc = run(VERIFY, "--rec-val", rec + ".rec", "--params", str(d / params), "--backend", backend,
+                   "--batch-size", "2", "--num-workers", "1", "--json", out)
+        assert proc.returncode == 0, proc.stderr
+        results[backend] = json.load(open(out))
+        assert results[backend]["backend"] == backend and results[backend]["images"] == 5
+    for backend in ("onnxruntime", "openvino"):
+        for key in ("top1_correct", "top5_correct", "data_config", "model"):
+            assert results[backend][key] == results["mxnet"][key], (backend, key)
+    proc = run(VERIFY, "--rec-val", rec + ".rec", "--params", str(d / "r14.onnx"), "--backend", "mxnet")
+    assert proc.returncode == 1 and "is an ONNX file: run it with --backend onnxruntime or openvino" in proc.stderr

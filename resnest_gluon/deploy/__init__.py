@@ -9,9 +9,10 @@
   :class:`~resnest_gluon.predict.Predictor` and ``--backend`` of the command lines.
 """
 from . import attention_op  # first: the network modules import it while this package is still being set up
-from .engines import BACKENDS, ENGINE_BACKENDS, ENGINE_DTYPES, open_engine
+from .engines import BACKENDS, ENGINE_BACKENDS, ENGINE_DTYPES, NDArrayCalls, engine_for, open_engine
 from .onnx_export import export_onnx, onnx_model, read_onnx_info
 from .optimize import CALIB_MODES, DTYPES, SUPPORTED_DEVICES, input_dtype, optimize
 
 __all__ = ["attention_op", "CALIB_MODES", "DTYPES", "SUPPORTED_DEVICES", "input_dtype", "optimize", "BACKENDS",
-           "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "export_onnx", "onnx_model", "read_onnx_info"]
+           "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "engine_for", "NDArrayCalls", "export_onnx",
+           "onnx_model", "read_onnx_info"]

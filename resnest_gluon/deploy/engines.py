@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
-__all__ = ["BACKENDS", "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "OnnxRuntimeEngine", "OpenVinoEngine"]
+__all__ = ["BACKENDS", "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "engine_for", "NDArrayCalls",
+           "engine_bfloat16_supported",
+           "OnnxRuntimeEngine", "OpenVinoEngine"]
 
 BACKENDS = ("mxnet", "onnxruntime", "openvino")
 ENGINE_BACKENDS = BACKENDS[1:]
@@ -66,7 +68,7 @@ class OpenVinoEngine:
         except ImportError as err:
             raise ImportError("the openvino backend needs: pip install -r requirements-deploy.txt") from err
         core = ov.Core()
-        if dtype == "bfloat16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if dtype == "bfloat16" and not engine_bfloat16_supported("openvino"):
             raise ValueError("bfloat16 needs a CPU with bfloat16 instructions (AVX-512 BF16 or AMX); OpenVINO would "
                              "run float32 here: use float32")
         source = _model_bytes(model)
@@ -87,9 +89,52 @@ class OpenVinoEngine:
 _ENGINES = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
 
 
+def engine_bfloat16_supported(backend):
+    """Whether ``backend`` computes in bfloat16 on this CPU (OpenVINO's CPU plugin lists BF16 among its
+    capabilities when the CPU has AVX-512 BF16 or AMX)."""
+    if "bfloat16" not in ENGINE_DTYPES.get(backend, ()):
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def open_engine(model, backend, threads=None, dtype="float32"):
     """The engine ``backend`` (``'onnxruntime'`` or ``'openvino'``) running ``model`` (an ONNX path or
     ``onnx.ModelProto``) in ``dtype``."""
     if backend not in _ENGINES:
         raise ValueError(f"backend must be one of {', '.join(ENGINE_BACKENDS)} for an ONNX file, got {backend!r}")
     return _ENGINES[backend](model, threads=threads, dtype=dtype)
+
+
+def engine_for(info, backend, params=None, net=None, threads=None, dtype="float32"):
+    """The engine for a model described by ``info`` (:class:`~resnest_gluon.trained.ModelInfo`): running ``params``
+    when it is an ONNX file (whose input size must be ``info``'s), else ``net`` exported on the fly with ``info``'s
+    class names and data config (:func:`~resnest_gluon.deploy.onnx_model`)."""
+    from ..trained import is_onnx
+    from .onnx_export import onnx_model, read_onnx_info
+
+    if params is not None and is_onnx(params):
+        stored = read_onnx_info(params).data_config.input_size
+        if info.data_config.input_size != stored:
+            raise ValueError(f"{params} takes {stored} x {stored} images (exported so); the input size "
+                             f"{info.data_config.input_size} needs another export")
+        source = params
+    elif net is not None:
+        source = onnx_model(net, info.class_names, info.data_config)[0]
+    else:
+        raise ValueError("engine_for needs an ONNX file as params, or the network to export")
+    return open_engine(source, backend, threads, dtype)
+
+
+class NDArrayCalls:
+    """An engine called like a Gluon network, NDArray in and NDArray out: what the MXNet evaluation loop
+    (:func:`~resnest_gluon.evaluation.evaluate`) calls."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, x):
+        import mxnet as mx
+
+        return mx.nd.array(self.engine(x.asnumpy()), dtype="float32")

@@ -14,7 +14,8 @@ ReduceSum, no fused operator, no ScatterND), then prepares the graph for the eng
   :class:`~resnest_gluon.predict.Predictor`) need nothing else.
 
 The image size is fixed at the data config's input size (the size the model is evaluated at: constant shapes
-are what the engines optimise best; export with another ``data_config`` for another size). Needs ``onnx`` (1.17: MXNet 1.9.1's exporter uses ``onnx.mapping``, gone in 1.18).
+are what the engines optimise best; export with another ``data_config`` for another size). Needs ``onnx`` (1.17:
+MXNet 1.9.1's exporter uses ``onnx.mapping``, gone in 1.18).
 """
 import ctypes
 import json

@@ -61,7 +61,8 @@ def predictions(args, dtype, info):
         net = optimize(net, dtype, mx.cpu(), input_shape=(args.batch_size, 3, cfg.input_size, cfg.input_size),
                        **optimize_kwargs(args, cfg, args.batch_size))
     else:
-        net = NDArrayCalls(engine_for(info, args.backend, args.params, net, args.threads, dtype))
+        net = NDArrayCalls(engine_for(info, args.backend, args.params, net, args.threads, dtype,
+                                      **optimize_kwargs(args, cfg, args.batch_size)))
     data = ValRecordIter(args.rec_val, cfg, batch_size=args.batch_size, num_workers=1,
                          dtype=input_dtype(dtype) if args.backend == "mxnet" else "float32")
     preds, labels = [], []

@@ -91,12 +91,20 @@ def add_precision_arguments(parser):
 
 
 def optimize_kwargs(args, data_config, batch_size):
-    """The calibration keywords of :func:`~resnest_gluon.deploy.optimize` for ``args`` (empty unless int8);
+    """The calibration keywords of :func:`~resnest_gluon.deploy.optimize` for ``args`` (empty unless int8, and for
+    an ONNX file quantized already);
     ``ValueError`` naming the flag when one is missing or wrong."""
     if args.dtype != "int8":
         return {}
     from .data import ValRecordIter
+    from .trained import is_onnx
 
+    params = getattr(args, "params", None)
+    if params and is_onnx(params) and os.path.isfile(params):
+        from .deploy.onnx_quantize import onnx_precision
+
+        if onnx_precision(params) == "int8":
+            return {}  # quantized already
     if not args.calib_rec:
         raise ValueError("--dtype int8 needs --calib-rec: a .rec of images to calibrate the quantization on")
     if not os.path.isfile(args.calib_rec):

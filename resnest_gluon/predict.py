@@ -39,7 +39,8 @@ class Predictor:
     ``backend``: ``'mxnet'`` (default for weights files), ``'onnxruntime'`` (default for an ``.onnx`` file) or
     ``'openvino'``: an engine runs the ONNX file given as ``params`` (:func:`~resnest_gluon.deploy.export_onnx`
     wrote its information into it), or the network exported on the fly; ``threads`` sets its thread count, and
-    ``dtype`` is float32, or bfloat16 in OpenVINO (:mod:`resnest_gluon.deploy.engines`).
+    ``dtype`` is float32, bfloat16 (OpenVINO) or int8: a quantized file as it is, a float one quantized with the
+    calibration keywords (:mod:`resnest_gluon.deploy.engines`).
     """
 
     def __init__(self, model=None, params=None, pretrained=False, classes=None, ctx=None, root=None,
@@ -52,8 +53,6 @@ class Predictor:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if onnx_file and backend == "mxnet":
             raise ValueError(f"{params} is an ONNX file: run it with the onnxruntime or openvino backend")
-        if backend != "mxnet" and calibration:
-            raise ValueError(f"the {backend} backend takes no calibration keywords ({', '.join(calibration)})")
         self.ctx, self.backend, self.engine = ctx or mx.cpu(), backend, None
         changes = dataclasses.asdict(data_config) if data_config else {}
         self.net = None
@@ -73,7 +72,7 @@ class Predictor:
             self.net = optimize(self.net, dtype, self.ctx, **calibration)
             self.input_dtype = input_dtype(dtype)
             return
-        self.engine = engine_for(info, backend, params, self.net, threads, dtype)
+        self.engine = engine_for(info, backend, params, self.net, threads, dtype, **calibration)
         self.net, self.input_dtype = None, "float32"
 
     def logits(self, batch):

@@ -81,18 +81,18 @@ def build_net(args, ctx):
     :class:`~resnest_gluon.trained.ModelInfo`."""
     backend = backend_of(args)
     try:
-        if backend != "mxnet" and (args.gpus.strip() or args.dtype == "int8"):
-            raise ValueError(f"--backend {backend} runs on the CPU in float32" + (" or bfloat16" if backend ==
-                             "openvino" else "") + ": drop --gpus / choose another --dtype")
+        if backend != "mxnet" and args.gpus.strip():
+            raise ValueError(f"--backend {backend} runs on the CPU: drop --gpus")
         info = model_info(args)
         if backend == "mxnet" and args.params and is_onnx(args.params):
             raise ValueError(f"{args.params} is an ONNX file: run it with --backend onnxruntime or openvino")
         net = None
         if not (args.params and is_onnx(args.params)):
             net = info.load(args.params, ctx) if args.params else info.build(ctx, pretrained=True)
+        calibration = optimize_kwargs(args, info.data_config, args.batch_size)
         if backend == "mxnet":
-            return optimize(net, args.dtype, ctx, **optimize_kwargs(args, info.data_config, args.batch_size)), info
-        return NDArrayCalls(engine_for(info, backend, args.params, net, args.threads, args.dtype)), info
+            return optimize(net, args.dtype, ctx, **calibration), info
+        return NDArrayCalls(engine_for(info, backend, args.params, net, args.threads, args.dtype, **calibration)), info
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise VerifyError(str(err)) from None
 

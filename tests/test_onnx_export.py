@@ -17,12 +17,14 @@ from conftest import REPO, randomize_bn
 from recgen import make_image, make_rec
 import resnest_gluon as rg
 from resnest_gluon.deploy import export_onnx, onnx_model, open_engine, read_onnx_info
+from resnest_gluon.deploy.onnx_quantize import PRECISION_KEY, onnx_precision, quantize_onnx
 from resnest_gluon.predict import Predictor
 from resnest_gluon.trained import load_trained, save_trained
 
 EXPORT = os.path.join(REPO, "scripts", "export_onnx.py")
 PREDICT = os.path.join(REPO, "scripts", "predict.py")
 VERIFY = os.path.join(REPO, "scripts", "verify.py")
+AGREEMENT = os.path.join(REPO, "benchmarks", "agreement.py")
 NAMES = [f"shape_{i}" for i in range(5)]
 # One name per architecture: the others are the same network under another name and data config (asserted below).
 ARCHITECTURES = ["resnest14", "resnest26", "resnest50", "resnest101", "resnest200", "resnest269",
@@ -139,8 +141,8 @@ def test_backend_refusals(trained, tmp_path):
         Predictor(params=str(d / "r14.onnx"), backend="mxnet")
     with pytest.raises(ValueError, match="takes 48 x 48 images .* the input size 64 needs another export"):
         Predictor(params=str(d / "r14.onnx"), data_config=rg.DataConfig(64))
-    with pytest.raises(ValueError, match="ONNX Runtime runs this file in float32"):
-        Predictor(params=str(d / "r14.onnx"), dtype="int8")
+    with pytest.raises(ValueError, match="the onnxruntime backend runs float32, int8, not 'bfloat16'"):
+        Predictor(params=str(d / "r14.onnx"), dtype="bfloat16")
     with pytest.raises(ValueError, match="is an ONNX file: it runs in ONNX Runtime or OpenVINO"):
         load_trained(str(d / "r14.onnx"))
     foreign = onnx.helper.make_model(onnx.helper.make_graph(
@@ -204,3 +206,47 @@ def test_verify_counts_the_same_in_every_backend(trained, tmp_path):
             assert results[backend][key] == results["mxnet"][key], (backend, key)
     proc = run(VERIFY, "--rec-val", rec + ".rec", "--params", str(d / "r14.onnx"), "--backend", "mxnet")
     assert proc.returncode == 1 and "is an ONNX file: run it with --backend onnxruntime or openvino" in proc.stderr
+
+
+def test_int8_in_the_engines_is_calibrated_and_close_to_float32(trained, tmp_path):
+    d, _, images = trained
+    float32 = Predictor(params=str(d / "r14.onnx"))
+    calib = [preprocess_batch(images, float32.config)] * 2
+    model = quantize_onnx(onnx.load(str(d / "r14.onnx")), calib, num_calib_batches=1)
+    ops = collections.Counter(node.op_type for node in model.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]  # weights too
+    assert onnx_precision(model) == "int8" and json.loads(
+        {p.key: p.value for p in model.metadata_props}[PRECISION_KEY])["calib_images"] == 3
+    onnx.save(model, str(tmp_path / "int8.onnx"))
+    assert read_onnx_info(str(tmp_path / "int8.onnx")).class_names == tuple(NAMES)
+    reference = float32.probabilities(images)
+    for backend in ("onnxruntime", "openvino"):
+        int8 = Predictor(params=str(tmp_path / "int8.onnx"), dtype="int8", backend=backend).probabilities(images)
+        assert np.abs(int8 - reference).max() < 0.05, backend  # close, not equal: int8 did run
+        assert np.abs(int8 - reference).max() > 0, backend
+        on_the_fly = Predictor(params=str(d / "r14.params"), dtype="int8", backend=backend, calib_data=calib)
+        np.testing.assert_allclose(on_the_fly.probabilities(images), int8, atol=1e-6)
+    with pytest.raises(ValueError, match="is quantized .int8.: run it with dtype int8"):
+        Predictor(params=str(tmp_path / "int8.onnx"))
+    with pytest.raises(ValueError, match="quantized already"):
+        quantize_onnx(model, calib)
+    with pytest.raises(ValueError, match="int8 needs calibration data"):
+        Predictor(params=str(d / "r14.onnx"), dtype="int8")
+
+
+def preprocess_batch(images, config):
+    from resnest_gluon.data import preprocess_image
+
+    return mx.nd.concat(*[preprocess_image(Image.open(path).convert("RGB"), config) for path in images], dim=0)
+
+
+def test_agreement_in_an_engine(trained, tmp_path):
+    d, _, _ = trained
+    rec = str(tmp_path / "val")
+    make_rec(rec, 5, seed=5)
+    proc = run(AGREEMENT, "--rec-val", rec + ".rec", "--params", str(d / "r14.onnx"), "--backend", "openvino",
+               "--calib-rec", rec + ".rec", "--batch-size", "2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.load(open(tmp_path / "agreement.json"))
+    assert doc["backend"] == "openvino" and list(doc["results"])[0] == "float32" and "int8" in doc["results"]
+    assert all(r["images"] == 5 for r in doc["results"].values())

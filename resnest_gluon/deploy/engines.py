@@ -17,7 +17,7 @@ __all__ = ["BACKENDS", "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "engin
 
 BACKENDS = ("mxnet", "onnxruntime", "openvino")
 ENGINE_BACKENDS = BACKENDS[1:]
-ENGINE_DTYPES = {"onnxruntime": ("float32",), "openvino": ("float32", "bfloat16")}
+ENGINE_DTYPES = {"onnxruntime": ("float32", "int8"), "openvino": ("float32", "bfloat16", "int8")}
 
 
 def _model_bytes(model):
@@ -35,9 +35,9 @@ class OnnxRuntimeEngine:
     backend = "onnxruntime"
 
     def __init__(self, model, threads=None, dtype="float32"):
-        if dtype not in ENGINE_DTYPES["onnxruntime"]:
-            raise ValueError(f"ONNX Runtime runs this file in float32 here, not {dtype!r} (int8: quantize the file "
-                             f"first; bfloat16: use the openvino backend)")
+        if dtype != "float32":
+            raise ValueError(f"ONNX Runtime runs the file as it is (float32, or the int8 of a quantized file), not "
+                             f"{dtype!r} (bfloat16: use the openvino backend)")
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -61,8 +61,9 @@ class OpenVinoEngine:
     backend = "openvino"
 
     def __init__(self, model, threads=None, dtype="float32"):
-        if dtype not in ENGINE_DTYPES["openvino"]:
-            raise ValueError(f"OpenVINO runs this file in float32 or bfloat16, not {dtype!r}")
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"OpenVINO runs the file in float32 or bfloat16 (and a quantized file's int8 layers "
+                             f"in int8), not {dtype!r}")
         try:
             import openvino as ov
         except ImportError as err:
@@ -101,18 +102,25 @@ def engine_bfloat16_supported(backend):
 
 def open_engine(model, backend, threads=None, dtype="float32"):
     """The engine ``backend`` (``'onnxruntime'`` or ``'openvino'``) running ``model`` (an ONNX path or
-    ``onnx.ModelProto``) in ``dtype``."""
+    ``onnx.ModelProto``): ``dtype`` is the precision of its float layers (bfloat16: OpenVINO only); a quantized
+    model's int8 layers run in int8."""
     if backend not in _ENGINES:
         raise ValueError(f"backend must be one of {', '.join(ENGINE_BACKENDS)} for an ONNX file, got {backend!r}")
     return _ENGINES[backend](model, threads=threads, dtype=dtype)
 
 
-def engine_for(info, backend, params=None, net=None, threads=None, dtype="float32"):
+def engine_for(info, backend, params=None, net=None, threads=None, dtype="float32", **calibration):
     """The engine for a model described by ``info`` (:class:`~resnest_gluon.trained.ModelInfo`): running ``params``
     when it is an ONNX file (whose input size must be ``info``'s), else ``net`` exported on the fly with ``info``'s
-    class names and data config (:func:`~resnest_gluon.deploy.onnx_model`)."""
+    class names and data config (:func:`~resnest_gluon.deploy.onnx_model`). ``dtype='int8'`` runs a quantized
+    file as it is, and quantizes a float one first (:func:`~resnest_gluon.deploy.onnx_quantize.quantize_onnx`
+    with the ``calibration`` keywords, as for MXNet's int8)."""
     from ..trained import is_onnx
     from .onnx_export import onnx_model, read_onnx_info
+    from .onnx_quantize import onnx_precision, quantize_onnx
+
+    if dtype not in ENGINE_DTYPES.get(backend, ()):
+        raise ValueError(f"the {backend} backend runs {', '.join(ENGINE_DTYPES.get(backend, ()))}, not {dtype!r}")
 
     if params is not None and is_onnx(params):
         stored = read_onnx_info(params).data_config.input_size
@@ -124,7 +132,21 @@ def engine_for(info, backend, params=None, net=None, threads=None, dtype="float3
         source = onnx_model(net, info.class_names, info.data_config)[0]
     else:
         raise ValueError("engine_for needs an ONNX file as params, or the network to export")
-    return open_engine(source, backend, threads, dtype)
+    stored = onnx_precision(source)
+    if dtype == "int8" and stored != "int8":
+        model = source if not isinstance(source, str) else _load(source)
+        source = quantize_onnx(model, **calibration)
+    elif stored == "int8" and dtype != "int8":
+        raise ValueError(f"{params} is quantized (int8): run it with dtype int8")
+    elif calibration:
+        raise ValueError(f"calibration keywords ({', '.join(calibration)}) are for dtype int8 of a float model")
+    return open_engine(source, backend, threads, "float32" if dtype == "int8" else dtype)
+
+
+def _load(path):
+    import onnx
+
+    return onnx.load(path)
 
 
 class NDArrayCalls:

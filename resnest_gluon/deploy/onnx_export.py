@@ -17,6 +17,7 @@ The image size is fixed at the data config's input size (the size the model is e
 are what the engines optimise best; export with another ``data_config`` for another size). Needs ``onnx`` (1.17:
 MXNet 1.9.1's exporter uses ``onnx.mapping``, gone in 1.18).
 """
+import contextlib
 import ctypes
 import json
 import logging
@@ -36,6 +37,21 @@ __all__ = ["METADATA_KEY", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_mod
 
 METADATA_KEY = "resnest_gluon.model_info"
 INPUT_NAME, OUTPUT_NAME = "data", "logits"
+
+
+@contextlib.contextmanager
+def quiet_logging():
+    """Silences the root logger below ERROR and Python warnings for the block: MXNet's exporter logs every node it
+    converts, ONNX Runtime's quantizer advises on pre-processing that our graph has had."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _onnx():
@@ -255,18 +271,11 @@ def onnx_model(net, class_names=None, data_config=None):
         raise ValueError(f"export_onnx exports the classifiers, not {info.model}")
     size = info.data_config.input_size
     sym, params = _trace(net, size)
-    logger = logging.getLogger()
-    level = logger.level
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
-        warnings.simplefilter("ignore")  # the exporter's notes on its own defaults
-        logger.setLevel(logging.WARNING)  # it logs every node it converts at INFO
-        try:
-            raw = os.path.join(tmp, "raw.onnx")
-            mx.onnx.export_model(_with_listed_inputs(sym), params, [(1, 3, size, size)], np.float32, raw, dynamic=True,
-                                 dynamic_input_shapes=[(None, 3, size, size)])
-            model = onnx.load(raw)
-        finally:
-            logger.setLevel(level)
+    with quiet_logging(), tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "raw.onnx")
+        mx.onnx.export_model(_with_listed_inputs(sym), params, [(1, 3, size, size)], np.float32, raw, dynamic=True,
+                             dynamic_input_shapes=[(None, 3, size, size)])
+        model = onnx.load(raw)
     prepare_graph(model, onnx)
     model.producer_name, model.producer_version = "resnest-gluon", _version()
     model.doc_string = f"{info.model}, {info.num_classes} classes; model information in metadata_props"

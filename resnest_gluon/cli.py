@@ -53,13 +53,20 @@ def data_config_changes(args):
 
 def model_info(args):
     """The :class:`~resnest_gluon.trained.ModelInfo` the flags describe (see :func:`resnest_gluon.trained.resolve`);
-    ``ValueError`` / ``FileNotFoundError`` naming the file or the contradiction."""
-    from .trained import resolve
+    ``ValueError`` / ``FileNotFoundError`` naming the file or the contradiction. An unset ``--dtype`` becomes the
+    weights' own precision here."""
+    from .trained import is_onnx, resolve
 
     if args.params and not os.path.isfile(args.params):
         raise FileNotFoundError(f"--params: file not found: {args.params!r}")
     if args.num_classes is not None and args.num_classes < 1:
         raise ValueError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if getattr(args, "dtype", "float32") is None:  # what the file is (a quantized .onnx: int8), else float32
+        args.dtype = "float32"
+        if args.params and is_onnx(args.params):
+            from .deploy.onnx_quantize import onnx_precision
+
+            args.dtype = onnx_precision(args.params)
     return resolve(args.params, args.model, args.num_classes, args.classes, data_config_changes(args),
                    pretrained=getattr(args, "pretrained", False))
 
@@ -77,8 +84,9 @@ def add_backend_arguments(parser):
 
 def add_precision_arguments(parser):
     """Adds ``--dtype``, ``--calib-rec``, ``--calib-mode``, ``--num-calib-batches`` and ``--exclude-first-conv``."""
-    parser.add_argument("--dtype", default="float32", choices=DTYPES,
-                        help="inference precision; bfloat16 and int8 run on CPU (oneDNN), float16 on GPU")
+    parser.add_argument("--dtype", choices=DTYPES,
+                        help="inference precision (default: float32; an .onnx file's own); bfloat16 and int8 run on "
+                             "CPU, float16 on GPU")
     parser.add_argument("--calib-rec", help="int8: a .rec whose first images calibrate the quantization, read with "
                         "the evaluation transform (use training or held-out images: calibrating on the evaluation "
                         "set itself gives an optimistic accuracy)")

@@ -3,12 +3,16 @@
     python scripts/export_onnx.py --params runs/x/ckpt-0007.params --out model.onnx      # its classes and size
     python scripts/export_onnx.py --model resnest50 --pretrained --out resnest50.onnx
     python scripts/export_onnx.py --model resnest101 --out r101.onnx     # random weights: for speed measurements
+    python scripts/export_onnx.py --params ckpt.params --dtype int8 --calib-rec train.rec --out model-int8.onnx
 
 The file has a dynamic batch axis and takes images of the data config's input size (``--crop-size`` exports for
 another); its ``metadata_props`` carry the model, class names and evaluation transform, so
 ``predict.py --params model.onnx`` and ``verify.py --params model.onnx`` need no other flag. After writing, the
 file is run in ONNX Runtime (and OpenVINO, when installed) on a random batch of two and compared with MXNet: a
-difference above ``--tolerance`` fails the export (exit 1) and leaves ``--out`` as it was.
+difference above ``--tolerance`` fails the export (exit 1) and leaves ``--out`` as it was. ``--dtype int8`` writes the
+graph quantized by ONNX Runtime's static quantization (both engines run it), calibrated on ``--calib-rec`` as
+``verify.py --dtype int8`` is; its check is the top-1 agreement with MXNet's float32 on the calibration images,
+which must reach ``--min-agreement``.
 """
 import argparse
 import os
@@ -17,9 +21,14 @@ import time
 
 import mxnet as mx
 import numpy as np
+import onnx
 
-from resnest_gluon.cli import add_data_config_arguments, add_model_arguments, data_config_changes, model_info
-from resnest_gluon.deploy import ENGINE_BACKENDS, export_onnx, open_engine
+from resnest_gluon.atomic import atomic_write
+from resnest_gluon.cli import (add_data_config_arguments, add_model_arguments, add_precision_arguments,
+                               data_config_changes, model_info, optimize_kwargs)
+from resnest_gluon.deploy import ENGINE_BACKENDS, onnx_model, open_engine
+from resnest_gluon.deploy.onnx_quantize import quantize_onnx
+from resnest_gluon.deploy.quantization import calibration_batches
 from resnest_gluon.trained import is_onnx, load_trained
 
 
@@ -30,7 +39,11 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="the ONNX file to write (.onnx)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest difference allowed between an engine's logits and MXNet's (default 1e-4)")
+    p.add_argument("--min-agreement", type=float, default=0.9,
+                   help="int8: smallest top-1 agreement with float32 on the calibration images (default 0.9)")
     p.add_argument("--no-check", action="store_true", help="skip running the file in the engines")
+    add_precision_arguments(p)
+    p.add_argument("--batch-size", type=int, default=16, help="int8: images per calibration batch (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random weights (no --params / --pretrained) and check batch")
     return p.parse_args(argv)
 
@@ -53,26 +66,47 @@ def build(args):
     return net
 
 
-def check(path, net, size, tolerance, seed):
-    """The largest |engine - MXNet| over the logits of a random batch of two, per installed engine."""
+def engines(path):
+    """Each installed engine on the file."""
+    found = {}
+    for backend in ENGINE_BACKENDS:
+        try:
+            found[backend] = open_engine(path, backend)
+        except ImportError:
+            continue
+    if not found:
+        raise ImportError("neither onnxruntime nor openvino is installed: nothing to check the file with "
+                          "(pip install -r requirements-deploy.txt, or --no-check)")
+    return found
+
+
+def check_float32(path, net, size, tolerance, seed):
+    """The largest |engine - MXNet| over the logits of a random batch of two (relative to the largest logit), per
+    installed engine; ``ValueError`` above ``tolerance``."""
     batch = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
     expected = net(mx.nd.array(batch)).asnumpy()
     scale = max(1.0, float(np.abs(expected).max()))
-    diffs = {}
-    for backend in ENGINE_BACKENDS:
-        try:
-            engine = open_engine(path, backend)
-        except ImportError:
-            continue
-        diffs[backend] = float(np.abs(engine(batch) - expected).max()) / scale
-    if not diffs:
-        raise ImportError("neither onnxruntime nor openvino is installed: nothing to check the file with "
-                          "(pip install -r requirements-deploy.txt, or --no-check)")
+    diffs = {k: float(np.abs(e(batch) - expected).max()) / scale for k, e in engines(path).items()}
     bad = {k: v for k, v in diffs.items() if not v <= tolerance}
     if bad:
         raise ValueError("the exported file disagrees with MXNet: " + ", ".join(
             f"{k} {v:.2e}" for k, v in bad.items()) + f" (> --tolerance {tolerance:g}, relative to the largest logit)")
-    return diffs
+    return ", ".join(f"{k} matches MXNet within {v:.1e}" for k, v in diffs.items())
+
+
+def check_int8(path, net, batches, min_agreement):
+    """Top-1 agreement of the quantized file with MXNet's float32 on the calibration images, per engine;
+    ``ValueError`` below ``min_agreement``."""
+    expected = np.concatenate([net(b).asnumpy().argmax(axis=1) for b in batches])
+    agreement = {k: float(np.mean(np.concatenate([e(b.asnumpy()).argmax(axis=1) for b in batches]) == expected))
+                 for k, e in engines(path).items()}
+    bad = {k: v for k, v in agreement.items() if not v >= min_agreement}
+    if bad:
+        raise ValueError("the quantized file disagrees with float32: " + ", ".join(
+            f"{k} {v:.1%}" for k, v in bad.items()) + f" top-1 agreement on the calibration images "
+            f"(< --min-agreement {min_agreement:g})")
+    return ", ".join(f"{k} agrees with float32 on {v:.1%}" for k, v in agreement.items()) + \
+        f" of {len(expected)} calibration images"
 
 
 def main(argv=None):
@@ -84,13 +118,22 @@ def main(argv=None):
     unchecked = os.path.join(folder, f".{name}.{os.getpid()}.unchecked.onnx")  # becomes --out once it passed
     try:
         net = build(args)
-        info = export_onnx(net, unchecked)
+        if args.dtype not in ("float32", "int8"):
+            raise ValueError(f"--dtype {args.dtype}: the file is float32 or int8 (bfloat16 is OpenVINO's choice at "
+                             f"run time: --backend openvino --dtype bfloat16 on the float32 file)")
+        model, info = onnx_model(net)
         size = info.data_config.input_size
-        line = (f"wrote {args.out}: {info.model}, {info.num_classes} classes, {size} x {size} px, "
+        batches = None
+        if args.dtype == "int8":
+            calibration = optimize_kwargs(args, info.data_config, args.batch_size)
+            batches = calibration_batches(calibration["calib_data"], calibration["num_calib_batches"])
+            model = quantize_onnx(model, **{**calibration, "calib_data": batches})
+        atomic_write(unchecked, lambda tmp: onnx.save(model, tmp))
+        line = (f"wrote {args.out}: {info.model} {args.dtype}, {info.num_classes} classes, {size} x {size} px, "
                 f"{os.path.getsize(unchecked) / 2**20:.1f} MB in {time.time() - start:.1f} s")
         if not args.no_check:
-            diffs = check(unchecked, net, size, args.tolerance, args.seed)
-            line += "; " + ", ".join(f"{k} matches MXNet within {v:.1e}" for k, v in diffs.items())
+            line += "; " + (check_int8(unchecked, net, batches, args.min_agreement) if batches else
+                            check_float32(unchecked, net, size, args.tolerance, args.seed))
         os.replace(unchecked, args.out)
     except (ValueError, FileNotFoundError, ImportError) as err:
         sys.exit(f"error: {err}" + (f" ({args.out} left as it was)" if os.path.exists(args.out) else ""))

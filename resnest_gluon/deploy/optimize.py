@@ -1,8 +1,8 @@
 """Preparing a network for fast inference: the one place that hybridizes it and converts it to a lower precision.
 
 ``net = optimize(get_model('resnest50', pretrained=True), dtype='bfloat16')``; feed the result inputs of
-``input_dtype(dtype)``. ``dtype='int8'`` also needs ``calib_data``. Used by ``scripts/verify.py``, ``scripts/predict.py``
-(:class:`~resnest_gluon.predict.Predictor`) and the benchmarks.
+``input_dtype(dtype)``. ``dtype='int8'`` also needs ``calib_data``. Used by ``scripts/verify.py``,
+``scripts/predict.py`` (:class:`~resnest_gluon.predict.Predictor`) and the benchmarks.
 """
 import mxnet as mx
 
@@ -48,14 +48,15 @@ def optimize(net, dtype="float32", ctx=mx.cpu(), input_shape=None, fuse=True, ca
     ``float16`` casts every parameter (GPU only: MXNet's CPU float16 convolutions are not supported).
     ``bfloat16`` (CPU) and ``int8`` (CPU) return a new ``SymbolBlock`` on the first of ``ctx`` (a context or a list
     of them, where the parameters already are), with grouped convolutions regrouped for AMX where it is enabled
-    (:mod:`resnest_gluon.deploy.regroup`): see :mod:`resnest_gluon.deploy.bfloat16` and :mod:`resnest_gluon.deploy.quantization`.
+    (:mod:`resnest_gluon.deploy.regroup`): see :mod:`resnest_gluon.deploy.bfloat16` and
+    :mod:`resnest_gluon.deploy.quantization`.
     ``int8`` is calibrated on ``calib_data`` (an NDArray batch, an iterable of batches or ``(data, label)`` pairs, a
     gluon ``DataLoader`` or an ``mx.io.DataIter``; its first ``num_calib_batches`` batches, all if ``None``) with
     ``calib_mode`` ``'naive'`` (min/max) or ``'entropy'`` (KL); ``exclude_first_conv`` keeps the stem's first
     convolution in float32.
 
-    ``amx`` (bfloat16, int8): let oneDNN use Intel AMX (:func:`~resnest_gluon.deploy.amx.enable_amx`; effective only if no
-    oneDNN operator has run in this process yet).
+    ``amx`` (bfloat16, int8): let oneDNN use Intel AMX (:func:`~resnest_gluon.deploy.amx.enable_amx`; effective
+    only if no oneDNN operator has run in this process yet).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -10,7 +10,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 import _recipe
-from resnest_gluon import amx
+from resnest_gluon.deploy import amx
 from resnest_gluon.deploy import SUPPORTED_DEVICES, input_dtype, optimize
 
 SUPPORTED_CTX = SUPPORTED_DEVICES  # dtype -> device types (checked before any model is built)

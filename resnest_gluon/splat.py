@@ -1,6 +1,6 @@
 """Split-attention convolution (ResNeSt, arXiv 2004.08955, section 3).
 
-The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; README, "Performance"):
+The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; docs/performance.md):
 - the global pooling runs on all radix splits at once and the radix sum happens on the pooled (B, R*C) vector: a mean
   commutes with a sum, and this skips a full-size add (GluonCV reduces a 5-D tensor over the radix axis, which
   dominates its forward time);

@@ -2,7 +2,7 @@
 
 ``out = sum_r attn[:, r] * x[:, r]`` over the radix splits, forward and backward, in one pass over memory where
 MXNet's own operators take four (``broadcast_mul``, ``slice_axis`` x R, ``add_n``): ResNeSt-50 inference at batch 16
-on two cores went from 10.9 to 12.8 img/s, bfloat16 from 32 to 51 (README, "Performance").
+on two cores went from 10.9 to 12.8 img/s, bfloat16 from 32 to 51 (docs/performance.md).
 
 The operator is C++ against MXNet's operator-library API (``mxnet/lib_api.h``, shipped in the MXNet wheel): it is
 compiled once per machine and MXNet version with the system C++ compiler (``$CXX``, default ``g++``) into

@@ -5,7 +5,7 @@ the split-attention tail (the fused operator of :mod:`resnest_gluon.deploy.atten
 float32 itself, or ``broadcast_mul``, ``slice_axis``, ``add_n``) and the small reductions (softmax, sum) run in float32
 between two casts. That is measured, not cautious: MXNet 1.9's bfloat16 ``broadcast_mul`` is a scalar kernel that
 took twice as long as all the (AMX) convolutions of ResNeSt-50 together, while a cast is one oneDNN reorder
-(README, "Performance"). The weights are stored in bfloat16 (``cast_optional_params``), and oneDNN fusion
+(docs/performance.md). The weights are stored in bfloat16 (``cast_optional_params``), and oneDNN fusion
 (convolution + BatchNorm + ReLU + residual add) runs on the converted graph.
 
 Grouped convolutions are regrouped first, so that they run on AMX (:func:`resnest_gluon.deploy.regroup.amx_groups`).

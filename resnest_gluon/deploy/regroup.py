@@ -4,7 +4,7 @@ oneDNN 2.4 (MXNet 1.9) has AMX kernels only for convolutions whose input channel
 in bfloat16 and of 4 in int8; it runs the others on AVX-512 at a tenth of the speed (resnest50d_4s2x40d has 10, 20,
 40 and 80; three of those four convolutions ran slower in bfloat16 than in float32). Merging neighbouring groups with
 block-diagonal weights does more multiplications, by zeros, but on AMX: 4s2x40d at batch 16 went from 1190 to
-819 ms of convolutions per batch in bfloat16 and from 505 to 370 ms of oneDNN time in int8 (README, "Performance").
+819 ms of convolutions per batch in bfloat16 and from 505 to 370 ms of oneDNN time in int8 (docs/performance.md).
 float32, and any CPU where AMX is not enabled, are left alone: there the extra multiplications only cost time.
 """
 import json

@@ -260,3 +260,16 @@ def test_agreement_in_an_engine(trained, tmp_path):
     doc = json.load(open(tmp_path / "agreement.json"))
     assert doc["backend"] == "openvino" and list(doc["results"])[0] == "float32" and "int8" in doc["results"]
     assert all(r["images"] == 5 for r in doc["results"].values())
+
+
+def test_openvino_bfloat16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(trained):
+    d, _, images = trained
+    from resnest_gluon.deploy.engines import engine_bfloat16_supported
+
+    if not engine_bfloat16_supported("openvino"):
+        with pytest.raises(ValueError, match="bfloat16 needs a CPU with bfloat16 instructions"):
+            Predictor(params=str(d / "r14.onnx"), backend="openvino", dtype="bfloat16")
+        return
+    reference = Predictor(params=str(d / "r14.onnx")).probabilities(images)
+    bf16 = Predictor(params=str(d / "r14.onnx"), backend="openvino", dtype="bfloat16").probabilities(images)
+    assert np.abs(bf16 - reference).max() < 0.05

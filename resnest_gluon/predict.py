@@ -5,12 +5,14 @@ through :func:`~resnest_gluon.data.preprocess_image` with the model's ``DataConf
 ``scripts/verify.py`` measures accuracy with, so a prediction here is what the published top-1 describes.
 """
 import dataclasses
+import os
 
 import mxnet as mx
 import numpy as np
 
 from .data import preprocess_image
 from .deploy import BACKENDS, engine_for, input_dtype, optimize
+from .deploy.onnx_quantize import onnx_precision
 from .trained import IMAGENET_CLASSES_FILE, is_onnx, load_class_names, load_trained, resolve
 
 __all__ = ["IMAGENET_CLASSES_FILE", "load_class_names", "softmax", "Predictor"]
@@ -40,14 +42,17 @@ class Predictor:
     ``'openvino'``: an engine runs the ONNX file given as ``params`` (:func:`~resnest_gluon.deploy.export_onnx`
     wrote its information into it), or the network exported on the fly; ``threads`` sets its thread count, and
     ``dtype`` is float32, bfloat16 (OpenVINO) or int8: a quantized file as it is, a float one quantized with the
-    calibration keywords (:mod:`resnest_gluon.deploy.engines`).
+    calibration keywords (:mod:`resnest_gluon.deploy.engines`). ``dtype`` defaults to float32, and to an ``.onnx``
+    file's own precision.
     """
 
     def __init__(self, model=None, params=None, pretrained=False, classes=None, ctx=None, root=None,
-                 dtype="float32", data_config=None, backend=None, threads=None, **calibration):
+                 dtype=None, data_config=None, backend=None, threads=None, **calibration):
         if (params is None) == (not pretrained):
             raise ValueError("give exactly one of params=FILE or pretrained=True")
         onnx_file = params is not None and is_onnx(params)
+        if dtype is None:  # the file's own precision (a quantized .onnx: int8), else float32
+            dtype = onnx_precision(params) if onnx_file and os.path.isfile(params) else "float32"
         backend = backend or ("onnxruntime" if onnx_file else "mxnet")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -238,7 +238,10 @@ def test_int8_in_the_engines_is_calibrated_and_close_to_float32(trained, tmp_pat
         on_the_fly = Predictor(params=str(d / "r14.params"), dtype="int8", backend=backend, calib_data=calib)
         np.testing.assert_allclose(on_the_fly.probabilities(images), int8, atol=1e-6)
     with pytest.raises(ValueError, match="is quantized .int8.: run it with dtype int8"):
-        Predictor(params=str(tmp_path / "int8.onnx"))
+        Predictor(params=str(tmp_path / "int8.onnx"), dtype="float32")
+    by_itself = Predictor(params=str(tmp_path / "int8.onnx")).probabilities(images)  # the file says int8
+    np.testing.assert_allclose(by_itself, Predictor(params=str(tmp_path / "int8.onnx"), dtype="int8").probabilities(
+        images), atol=1e-6)
     with pytest.raises(ValueError, match="quantized already"):
         quantize_onnx(model, calib)
     with pytest.raises(ValueError, match="int8 needs calibration data"):

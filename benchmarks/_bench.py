@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import _paper
 import _peers
-from _timing import time_batches
 
 
 @dataclass(frozen=True)
@@ -95,13 +94,13 @@ def command_line():
     return [os.path.relpath(sys.argv[0], _peers.REPO)] + sys.argv[1:]
 
 
-def alternate(tag, ours_step, workers, rounds, iters=None, seconds=None):
-    """Times ``ours_step`` and each loaded peer worker in turn (ours, peer 1, peer 2, ours, ...) for ``rounds``
-    rounds, so a slow phase of a shared machine hits every side; returns {"ours" | peer: [latencies per round]}."""
-    times = {"ours": [], **{peer: [] for peer in workers}}
+def alternate(tag, timers, rounds, iters=None, seconds=None):
+    """Times each side in turn (side 1, side 2, ..., side 1, ...) for ``rounds`` rounds, so a slow phase of a shared
+    machine hits every side. ``timers``: {side: ``(iters, seconds) -> [latency ms per batch]``} (an in-process step
+    wrapped in ``time_batches``, or a peer worker's ``measure``); returns {side: [latencies per round]}."""
+    times = {side: [] for side in timers}
     for r in range(rounds):
         print(f"{tag}: round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-        times["ours"].append(time_batches(ours_step, iters, seconds))
-        for peer, worker in workers.items():
-            times[peer].append(worker.measure(iters, seconds))
+        for side, timer in timers.items():
+            times[side].append(timer(iters, seconds))
     return times

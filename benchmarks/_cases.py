@@ -1,34 +1,54 @@
-"""What ``compare.py`` times, as cases named KIND-bN (what one timed batch is, at batch size N), and issue 6's
-speed goals for them.
+"""What ``compare.py`` times, as cases named KIND-bN (what one timed batch is, at batch size N), the sides each
+kind is timed on, and the speed goals of issues 6 and 18 for them.
+
+A side is one implementation in one engine: ours in MXNet (``ours-mxnet``) and our exported ONNX file in ONNX Runtime
+and OpenVINO (``ours-onnxruntime``, ``ours-openvino``); the peers GluonCV (MXNet), timm (eager PyTorch) and timm's
+``torch.onnx`` export in the same two engines (``timm-onnxruntime``, ``timm-openvino``).
 
 Framework-free: cases are parsed by argparse before MXNet is imported.
 """
 import argparse
 from dataclasses import dataclass
 
-import _peers
+OURS = ("ours-mxnet", "ours-onnxruntime", "ours-openvino")
+PEERS = ("gluoncv", "timm", "timm-onnxruntime", "timm-openvino")
+SIDES = OURS + PEERS
+BEST_OURS, BEST_PEER = "best ours", "best peer"
+
+
+def engine_of(side):
+    """``'ours-openvino'`` -> ``'openvino'``; ``None`` for a side that is not an ONNX file in an engine."""
+    _, _, engine = side.partition("-")
+    return engine if engine in ("onnxruntime", "openvino") else None
 
 
 @dataclass(frozen=True)
 class Kind:
     mode: str       # the peer worker's mode: "infer" or "train"
     dtype: str      # resnest_gluon.deploy's dtype name
-    peers: tuple    # the peers timed beside ours
+    sides: tuple    # the sides that offer this kind (the others are reported n/a, with the reason)
     what: str       # one timed batch, for --help and compare.json
 
 
 KINDS = {
-    "infer": Kind("infer", "float32", _peers.PEERS, "fp32 inference: one forward pass, output waited for (ours: "
-                                                    "deploy.optimize with oneDNN fusion; GluonCV: hybridized, static "
-                                                    "memory, no fusion; timm: eval mode, torch.inference_mode())"),
-    "train": Kind("train", "float32", _peers.PEERS, "fp32 training step: forward + loss, backward, optimizer update "
-                                                    "(ours and GluonCV: hybridized with static memory, "
-                                                    "autograd.record, gluon.Trainer 'nag', mx.nd.waitall(); timm: "
-                                                    "train mode, torch.optim.SGD nesterov, zero_grad/backward/step)"),
-    "bf16": Kind("infer", "bfloat16", _peers.PEERS, "bfloat16 inference (ours and GluonCV: deploy.optimize's MXNet "
-                                                    "AMP conversion; timm: torch CPU autocast bfloat16)"),
-    "int8": Kind("infer", "int8", (), "int8 inference (ours only: deploy.optimize dtype='int8', calibrated on "
-                                      "random batches since only speed is measured)"),
+    "infer": Kind("infer", "float32", SIDES,
+                  "fp32 inference: one forward pass, output waited for (ours-mxnet: deploy.optimize with oneDNN "
+                  "fusion; gluoncv: hybridized, static memory, no fusion; timm: eval mode, torch.inference_mode(); "
+                  "*-onnxruntime / *-openvino: the ONNX file in the engine, set up as resnest_gluon.deploy.engines "
+                  "does)"),
+    "train": Kind("train", "float32", ("ours-mxnet", "gluoncv", "timm"),
+                  "fp32 training step: forward + loss, backward, optimizer update (ours and GluonCV: hybridized "
+                  "with static memory, autograd.record, gluon.Trainer 'nag', mx.nd.waitall(); timm: train mode, "
+                  "torch.optim.SGD nesterov, zero_grad/backward/step)"),
+    "bf16": Kind("infer", "bfloat16", ("ours-mxnet", "ours-openvino", "gluoncv", "timm", "timm-openvino"),
+                 "bfloat16 inference (ours-mxnet and gluoncv: deploy.optimize's MXNet AMP conversion; timm: torch "
+                 "CPU autocast bfloat16; *-openvino: OpenVINO's bf16 precision hint; ONNX Runtime has no bfloat16 "
+                 "CPU kernels for these operators)"),
+    "int8": Kind("infer", "int8", ("ours-mxnet", "ours-onnxruntime", "ours-openvino", "timm-onnxruntime",
+                                   "timm-openvino"),
+                 "int8 inference (ours-mxnet: deploy.optimize dtype='int8'; *-onnxruntime / *-openvino: the ONNX "
+                 "file quantized by deploy.onnx_quantize (ONNX Runtime static QDQ quantization, per-channel), "
+                 "timm's file the same way; all calibrated on random batches since only speed is measured)"),
 }
 DEFAULT_CASES = ("infer-b1", "infer-b16", "train-b16", "bf16-b16", "int8-b16")
 
@@ -58,27 +78,56 @@ def parse_case(text):
 
 @dataclass(frozen=True)
 class Goal:
+    issue: int      # the issue that set it
     case: str       # a case name
-    over: str       # a peer: the goal is on ours / peer img/s; None: on our img/s
+    side: str       # a side, or BEST_OURS
+    over: str       # a side or BEST_PEER: the goal is on side / over img/s; None: on side's img/s
     target: float   # the value must be >= target
 
     @property
     def metric(self):
-        return f"ours/{self.over}" if self.over else "ours img/s"
+        return f"{self.side}/{self.over}" if self.over else f"{self.side} img/s"
 
 
-# issue 6 ("performance"), stated for resnest50@224 on CPU
+# stated for resnest50@224 on CPU; issue 6 ("performance"): our MXNet path; issue 18 ("deploy anywhere"): the engines
 GOALS = (
-    Goal("infer-b1", "gluoncv", 2.5), Goal("infer-b1", "timm", 1.3),
-    Goal("infer-b16", "gluoncv", 2.5), Goal("infer-b16", "timm", 1.3),
-    Goal("train-b16", "gluoncv", 3.0), Goal("train-b16", "timm", 1.0),
-    Goal("bf16-b16", None, 25.0), Goal("int8-b16", None, 25.0),
+    Goal(6, "infer-b1", "ours-mxnet", "gluoncv", 2.5), Goal(6, "infer-b1", "ours-mxnet", "timm", 1.3),
+    Goal(6, "infer-b16", "ours-mxnet", "gluoncv", 2.5), Goal(6, "infer-b16", "ours-mxnet", "timm", 1.3),
+    Goal(6, "train-b16", "ours-mxnet", "gluoncv", 3.0), Goal(6, "train-b16", "ours-mxnet", "timm", 1.0),
+    Goal(6, "bf16-b16", "ours-mxnet", None, 25.0), Goal(6, "int8-b16", "ours-mxnet", None, 25.0),
+    Goal(18, "infer-b1", "ours-onnxruntime", "timm-onnxruntime", 1.1),
+    Goal(18, "infer-b16", "ours-onnxruntime", "timm-onnxruntime", 1.1),
+    Goal(18, "infer-b1", "ours-openvino", "timm-openvino", 1.1),
+    Goal(18, "infer-b16", "ours-openvino", "timm-openvino", 1.1),
+    Goal(18, "bf16-b16", "ours-openvino", "timm-openvino", 1.1),
+    Goal(18, "infer-b1", BEST_OURS, BEST_PEER, 1.2), Goal(18, "infer-b16", BEST_OURS, BEST_PEER, 1.2),
+    Goal(18, "bf16-b16", BEST_OURS, BEST_PEER, 1.2), Goal(18, "int8-b16", BEST_OURS, BEST_PEER, 1.2),
 )
 
 
+def best(row, group):
+    """The fastest available side of ``group`` (OURS or PEERS) in a result row, or None."""
+    timed = [(s["img_per_s"], name) for name, s in row["sides"].items() if name in group and s["available"]]
+    return max(timed)[1] if timed else None
+
+
+def _side_value(row, name):
+    """(img/s, None) of a side (or of the best of ours / of the peers), or (None, why not)."""
+    if name in (BEST_OURS, BEST_PEER):
+        side = best(row, OURS if name == BEST_OURS else PEERS)
+        return (None, f"no side of {'ours' if name == BEST_OURS else 'the peers'} ran") if side is None else \
+            (row["sides"][side]["img_per_s"], None)
+    side = row["sides"].get(name)
+    if side is None:
+        return None, f"{name} not run (--backends / --peers)"
+    if not side["available"]:
+        return None, f"{name} unavailable: {side['reason']}"
+    return side["img_per_s"], None
+
+
 def check_goals(results):
-    """Each goal for each model of the run: {label, case, metric, target, value, passed, note}; ``passed`` is None
-    (with a note) when the value was not measured. Reports only: nothing here fails the run."""
+    """Each goal for each model of the run: {issue, label, case, metric, target, value, passed, note}; ``passed`` is
+    None (with a note) when the value was not measured. Reports only: nothing here fails the run."""
     checks = []
     for label in dict.fromkeys(r["label"] for r in results):
         for goal in GOALS:
@@ -86,17 +135,12 @@ def check_goals(results):
             value, note = None, None
             if row is None:
                 note = "case not run"
-            elif not row["available"]:
-                note = f"ours unavailable: {row['reason']}"
-            elif goal.over is None:
-                value = row["img_per_s"]
-            elif goal.over not in row["peers"]:
-                note = f"{goal.over} not run (--peers)"
-            elif not row["peers"][goal.over]["available"]:
-                note = f"{goal.over} unavailable: {row['peers'][goal.over]['reason']}"
             else:
-                value = row["peers"][goal.over]["ours_over_peer"]
-            checks.append({"label": label, "case": goal.case, "metric": goal.metric, "target": goal.target,
-                           "value": value, "passed": None if value is None else value >= goal.target,
-                           "note": note})
+                value, note = _side_value(row, goal.side)
+                if value is not None and goal.over:
+                    over, note = _side_value(row, goal.over)
+                    value = None if over is None else value / over
+            checks.append({"issue": goal.issue, "label": label, "case": goal.case, "metric": goal.metric,
+                           "target": goal.target, "value": value,
+                           "passed": None if value is None else value >= goal.target, "note": note})
     return checks

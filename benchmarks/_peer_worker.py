@@ -7,6 +7,8 @@ startup each time.
 Protocol: one JSON object per line on stdin, one reply per line on stdout (library output is sent to stderr).
     {"cmd": "load", "model", "input_size", "batch_size", "dtype", "ctx", "warmup", "mode"} -> {"ok": true, "params": N}
     {"cmd": "measure", "iters", "seconds"} -> {"ok": true, "latencies_ms": [..]}
+    {"cmd": "export_onnx", "model", "input_size", "path"} -> {"ok": true, "params": N}   (timm only; the loaded model
+        stays loaded)
     {"cmd": "quit"}
 ``mode`` is "infer" (one forward pass per timed batch; the default) or "train" (one training step of ``_recipe``:
 forward, loss, backward, optimizer update; float32 only). Any failure replies {"ok": false, "error": "..."} and the
@@ -19,12 +21,14 @@ import json
 import os
 import sys
 import traceback
+import warnings
 
 import _recipe
 from _peers import DTYPES
 from _timing import time_batches, warm_up
 
 MODES = ("infer", "train")
+OPSET = 17  # the opset timm's ONNX file is written in
 
 
 class GluonCVBackend:
@@ -97,6 +101,23 @@ class TimmBackend:
 
         return step, int(params)
 
+    def export_onnx(self, model, input_size, path):
+        """timm's own ONNX export of ``model`` (random weights), as its ``onnx_export.py`` script writes one:
+        ``timm.utils.onnx.onnx_export`` with ``exportable=True`` layers, eval mode, the TorchScript-based
+        ``torch.onnx`` exporter (constant folding, weights as constants, not graph inputs), opset 17, a dynamic
+        batch axis, the checker run; input ``data`` and output ``logits`` like ours."""
+        import timm
+        from timm.utils.onnx import onnx_export
+
+        torch = self.torch
+        torch.manual_seed(0)
+        net = timm.create_model(model, pretrained=False, exportable=True)
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice: the worker log is enough
+            warnings.simplefilter("ignore")
+            onnx_export(net, path, batch_size=1, input_size=(3, input_size, input_size), opset=OPSET, check=True,
+                        input_names=["data"], output_names=["logits"])
+        return int(sum(p.numel() for p in net.parameters()))
+
     def _train_step(self, net, x, sync):
         torch = self.torch
         batch_size = x.shape[0]
@@ -141,6 +162,10 @@ def serve(backend, out):
                                             cmd["ctx"], mode)
                 warm_up(step, cmd["warmup"])
                 reply = {"ok": True, "params": params}
+            elif cmd["cmd"] == "export_onnx":
+                if not hasattr(backend, "export_onnx"):
+                    raise ValueError(f"{type(backend).__name__} does not export ONNX files")
+                reply = {"ok": True, "params": backend.export_onnx(cmd["model"], cmd["input_size"], cmd["path"])}
             elif cmd["cmd"] == "measure":
                 if step is None:
                     raise RuntimeError("measure before load")

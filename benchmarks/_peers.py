@@ -70,6 +70,11 @@ class PeerWorker:
         return self._request(cmd="load", model=model, input_size=input_size, batch_size=batch_size, dtype=dtype,
                              ctx=ctx, warmup=warmup, mode=mode)["params"]
 
+    def export_onnx(self, model, input_size, path):
+        """Writes the peer's ONNX export of ``model`` (random weights) for ``input_size`` images to ``path`` (timm
+        only); returns the parameter count."""
+        return self._request(cmd="export_onnx", model=model, input_size=input_size, path=path)["params"]
+
     def measure(self, iters=None, seconds=None):
         return self._request(cmd="measure", iters=iters, seconds=seconds)["latencies_ms"]
 

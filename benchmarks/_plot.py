@@ -3,8 +3,8 @@
 latency.png: img/s per model, one panel per batch size. Black ticks mark where each model would sit if our run
 reproduced the paper's ratios to resnest50@224 exactly (paper ratio x our resnest50@224 img/s), so a bar far from
 its tick is a model whose relative speed differs.
-compare.png: img/s per case (compare.py), one panel per model, each peer bar labelled with ours/peer, "n/a" where
-a side could not run.
+compare.png: img/s per case and side (compare.py), one panel per model, our bars labelled with their ratio to the
+fastest peer, "n/a" where a side could not run.
 op_profile.png: ms per batch of the costliest operators (op_profile.py), convolutions in blue.
 """
 import matplotlib
@@ -14,7 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from _paper import REFERENCE  # noqa: E402
 
-COLORS = {"ours": "#1f77b4", "gluoncv": "#ff7f0e", "timm": "#2ca02c"}
+COLORS = {"ours": "#1f77b4", "gluoncv": "#ff7f0e", "timm": "#2ca02c",
+          "ours-mxnet": "#1f77b4", "ours-onnxruntime": "#6baed6", "ours-openvino": "#08306b",
+          "timm-onnxruntime": "#98df8a", "timm-openvino": "#00441b"}
 
 
 def _grouped_bars(ax, n_groups, series, value, note=None):
@@ -72,19 +74,19 @@ def bar_chart(path, results, peers, title):
     _save(fig, path)
 
 
-def compare_chart(path, results, peers, title):
-    """compare.png: rows of compare.json, one panel per model; unavailable sides have no bar."""
+def compare_chart(path, results, sides, title):
+    """compare.png: rows of compare.json, one panel per model, a bar per case and side; our bars are labelled with
+    their ratio to the fastest peer of the case, the peers' with their img/s; sides that could not run have no bar."""
     labels = list(dict.fromkeys(r["label"] for r in results))
+    groups = max(sum(r["label"] == lb for r in results) for lb in labels)
     fig, axes = plt.subplots(len(labels), 1, squeeze=False,
-                             figsize=(max(7, 1.7 * max(sum(r["label"] == lb for r in results) for lb in labels) + 4),
-                                      3.8 * len(labels)))
+                             figsize=(max(8, 0.45 * len(sides) * groups + 4), 3.8 * len(labels)))
     for ax, label in zip(axes[:, 0], labels):
         rows = [r for r in results if r["label"] == label]
 
         def side(i, name):
-            r = rows[i]
-            entry = r if name == "ours" else r["peers"].get(name, {})
-            return entry if r["available"] and entry.get("available") else None
+            entry = rows[i]["sides"].get(name, {})
+            return entry if entry.get("available") else None
 
         def value(i, name):
             entry = side(i, name)
@@ -94,11 +96,12 @@ def compare_chart(path, results, peers, title):
             entry = side(i, name)
             if entry is None:
                 return "n/a"
-            return f"{entry['img_per_s']:.3g}" if name == "ours" else f"x{entry['ours_over_peer']:.2f}"
+            ratio = entry.get("over_best_peer")
+            return f"x{ratio:.2f}" if ratio is not None else f"{entry['img_per_s']:.3g}"
 
-        _grouped_bars(ax, len(rows), ["ours", *peers], value, note)
+        _grouped_bars(ax, len(rows), list(sides), value, note)
         ax.set_xticklabels([r["case"] for r in rows])
-        ax.set_title(f"{label}: {title} (peer bars: ours/peer)", fontsize=10)
+        ax.set_title(f"{label}: {title} (our bars: x the fastest peer)", fontsize=10)
     _save(fig, path)
 
 

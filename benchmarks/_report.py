@@ -78,7 +78,8 @@ def noisy_notes(results):
     notes = []
     for r in results:
         where = f"{r['label']} {r.get('case') or 'batch %d' % r['batch_size']}"
-        for side, s in [("ours", r)] + list(r.get("peers", {}).items()):
+        sides = r["sides"].items() if "sides" in r else [("ours", r)] + list(r.get("peers", {}).items())
+        for side, s in sides:
             if s.get("round_spread", 0) > NOISY_SPREAD:
                 rounds = " ".join(f"{v:.2f}" for v in s["rounds_img_per_s"])
                 notes.append(f"  noisy {where} {side}: rounds {rounds} img/s (spread {s['round_spread']:.2f} > "

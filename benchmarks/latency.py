@@ -18,7 +18,7 @@ sys.path.insert(0, HERE)
 import _paper  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
 import _peers  # noqa: E402
 from _bench import alternate, build, machine_info, parse_spec, positive, set_threads  # noqa: E402
-from _timing import summarize, warm_up  # noqa: E402
+from _timing import summarize, time_batches, warm_up  # noqa: E402
 
 CPU_BATCH_SIZE = 16
 DEFAULT_ITERS = 20
@@ -88,8 +88,9 @@ def measure(spec, batch, args, ctx, workers):
         if model and args.dtype in _peers.DTYPES:
             peers[peer] = {"model": model, "params": worker.load(model, spec.input_size, batch, args.dtype,
                                                                   args.ctx, args.warmup)}
-    rounds = alternate(f"[latency] {spec.label} batch {batch}", step, {peer: workers[peer] for peer in peers},
-                       args.rounds, args.iters, args.seconds)
+    timers = {"ours": lambda iters, seconds: time_batches(step, iters, seconds),
+              **{peer: workers[peer].measure for peer in peers}}
+    rounds = alternate(f"[latency] {spec.label} batch {batch}", timers, args.rounds, args.iters, args.seconds)
     row = {"model": spec.name, "label": spec.label, "input_size": spec.input_size, "batch_size": batch,
            "dtype": args.dtype, "params": params, **summarize(rounds["ours"], batch),
            "paper_gpu_img_per_s": _paper.GPU_IMG_PER_S.get(spec.label)}

@@ -87,6 +87,8 @@ class Command:
             return "a multi-machine GPU cluster"
         if "--gpus" in self.args and self.option("--gpus") not in (None, ""):
             return "GPUs"
+        if any(arg.endswith(".onnx") for arg in self.args):
+            return "an ONNX export and check in both engines (tests/test_onnx_export.py runs these flows on its files)"
         return HEAVY_SCRIPTS.get(self.program)
 
     def __repr__(self):
@@ -167,7 +169,7 @@ def _parse_only(commands, scratch):
     import instead of one per command); ``{line: why}`` of those that fail (argparse's message is on stderr)."""
     for command in commands:  # the files they name exist (empty): parsers check existence, not content
         for arg in command.args:
-            if re.search(r"\.(rec|idx|params|pth|jpg)$", arg):
+            if re.search(r"\.(rec|idx|params|pth|jpg|onnx)$", arg):
                 os.makedirs(os.path.join(scratch, os.path.dirname(arg)), exist_ok=True)
                 open(os.path.join(scratch, arg), "w").close()
     todo = [(os.path.join(REPO, c.program), c.args, c.line) for c in commands]

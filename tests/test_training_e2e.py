@@ -138,21 +138,30 @@ def _process(pid):
         return None
 
 
-def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(recs, tmp_path):
-    """SIGKILL during epoch 3 (after checkpoint 2), resume: same weights on each rank as one 3-epoch run.
-    The recipe's random parts stay on: mixup, label smoothing, DropBlock, random crops and flips."""
-    train_rec, _ = recs
-    flags = ("--num-epochs", "3", "--warmup-epochs", "1", "--save-frequency", "1", "--max-steps-per-epoch", "4",
-             "--no-auto-aug", "--dropblock-prob", "0.1", "--mixup", "--label-smoothing", "0.1", "--seed", "5")
-    whole = tmp_path / "whole"
-    run(command(train_rec, whole, *flags))
+# Interrupted runs: 2 epochs of 8 steps, the recipe's random parts on (mixup, label smoothing, DropBlock, random crops
+# and flips), cut during epoch 2; each must end like one uninterrupted run of the same flags.
+PREEMPT_FLAGS = ("--num-epochs", "2", "--warmup-epochs", "1", "--save-frequency", "1", "--max-steps-per-epoch", "8",
+                 "--dropblock-prob", "0.1", "--mixup", "--label-smoothing", "0.1", "--seed", "5")
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(recs, tmp_path_factory):
+    """The reference: PREEMPT_FLAGS on the ImageRecordIter path (--no-auto-aug), run through once."""
+    whole = tmp_path_factory.mktemp("whole")
+    run(command(recs[0], whole, "--no-auto-aug", *PREEMPT_FLAGS))
+    return whole
+
+
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(recs, uninterrupted, tmp_path):
+    """SIGKILL during epoch 2 (after checkpoint 1), resume: same weights on each rank as the uninterrupted run."""
+    train_rec, _ = recs
+    whole = uninterrupted
     killed = tmp_path / "killed"
-    cmd = command(train_rec, killed, *flags)
+    cmd = command(train_rec, killed, "--no-auto-aug", *PREEMPT_FLAGS)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
                             start_new_session=True)
     deadline = time.time() + 120
-    while not os.path.exists(killed / "ckpt-0002.json") and proc.poll() is None and time.time() < deadline:
+    while not os.path.exists(killed / "ckpt-0001.json") and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, "run ended before it could be killed"
     job = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -160,21 +169,16 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(recs, tmp_path):
         os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=30)
     psutil.wait_procs([p for p in map(_process, job) if p], timeout=30)
-    assert not os.path.exists(killed / "ckpt-0003.json") and not glob.glob(str(killed / "final-rank*"))
+    assert not os.path.exists(killed / "ckpt-0002.json") and not glob.glob(str(killed / "final-rank*"))
     run(cmd + ["--resume", str(killed)])
 
     resumed = [json.loads(line) for line in open(killed / "metrics.jsonl") if '"resume"' in line]
-    assert [r["epoch"] for r in resumed] == [2]
-    assert epochs(killed)[-1]["epoch"] == 3 and epochs(whole)[-1]["epoch"] == 3
+    assert [r["epoch"] for r in resumed] == [1]
+    assert epochs(killed)[-1]["epoch"] == 2 and epochs(whole)[-1]["epoch"] == 2
     for rank in (0, 1):
         assert_same_params(load(whole / f"final-rank{rank}.params"), load(killed / f"final-rank{rank}.params"),
                            f"rank {rank}: uninterrupted vs killed + resumed")
     assert epochs(killed)[-1]["loss"] == pytest.approx(epochs(whole)[-1]["loss"], rel=1e-5)
-
-
-# Preemption runs: 2 epochs of 8 steps, the signal during epoch 2 (after its step 2), the recipe's random parts on.
-PREEMPT_FLAGS = ("--num-epochs", "2", "--warmup-epochs", "1", "--save-frequency", "1", "--max-steps-per-epoch", "8",
-                 "--dropblock-prob", "0.1", "--mixup", "--label-smoothing", "0.1", "--seed", "5")
 
 
 def events(save_dir, kind):
@@ -224,13 +228,13 @@ def assert_resumed_like_uninterrupted(whole, cut, ranks, step):
     assert epochs(cut)[-1]["train_acc"] == pytest.approx(epochs(whole)[-1]["train_acc"])
 
 
-def test_sigterm_to_one_rank_stops_both_at_a_step_and_resume_ends_like_an_uninterrupted_run(recs, tmp_path):
+def test_sigterm_to_one_rank_stops_both_at_a_step_and_resume_ends_like_an_uninterrupted_run(recs, uninterrupted,
+                                                                                             tmp_path):
     """SIGTERM to rank 1 alone (a scheduler may signal only some processes): both ranks stop after the same step,
     rank 0 writes that step's checkpoint, both exit 5; --resume continues after that step and ends with the
     uninterrupted run's weights on each rank (ImageRecordIter path: skipped batches are decoded and dropped)."""
     train_rec, _ = recs
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    run(command(train_rec, whole, "--no-auto-aug", *PREEMPT_FLAGS))
+    whole, cut = uninterrupted, tmp_path / "cut"
     cmd = command(train_rec, cut, "--no-auto-aug", *PREEMPT_FLAGS)
     proc = start(cmd, tmp_path / "cut.log")
     wait_for_step(cut, proc, epoch=2, step=2)

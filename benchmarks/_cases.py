@@ -48,7 +48,8 @@ KINDS = {
                                    "timm-openvino"),
                  "int8 inference (ours-mxnet: deploy.optimize dtype='int8'; *-onnxruntime / *-openvino: the ONNX "
                  "file quantized by deploy.onnx_quantize (ONNX Runtime static QDQ quantization, per-channel), "
-                 "timm's file the same way; all calibrated on random batches since only speed is measured)"),
+                 "timm's file the same way after ONNX Runtime's quant_pre_process; all calibrated on random "
+                 "batches since only speed is measured)"),
 }
 DEFAULT_CASES = ("infer-b1", "infer-b16", "train-b16", "bf16-b16", "int8-b16")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import _paper
 import _peers
+from _timing import time_batches
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,15 @@ def command_line():
     return [os.path.relpath(sys.argv[0], _peers.REPO)] + sys.argv[1:]
 
 
+def in_process(step):
+    """A side timed in this process: ``step`` as the timer :func:`alternate` takes."""
+    return lambda iters, seconds: time_batches(step, iters, seconds)
+
+
 def alternate(tag, timers, rounds, iters=None, seconds=None):
     """Times each side in turn (side 1, side 2, ..., side 1, ...) for ``rounds`` rounds, so a slow phase of a shared
-    machine hits every side. ``timers``: {side: ``(iters, seconds) -> [latency ms per batch]``} (an in-process step
-    wrapped in ``time_batches``, or a peer worker's ``measure``); returns {side: [latencies per round]}."""
+    machine hits every side. ``timers``: {side: ``(iters, seconds) -> [latency ms per batch]``} (:func:`in_process`
+    of a step, or a peer worker's ``measure``); returns {side: [latencies per round]}."""
     times = {side: [] for side in timers}
     for r in range(rounds):
         print(f"{tag}: round {r + 1}/{rounds}", file=sys.stderr, flush=True)

@@ -22,8 +22,8 @@ sys.path.insert(0, HERE)
 import _cases  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
 import _peers  # noqa: E402
 import _recipe  # noqa: E402
-from _bench import alternate, build, machine_info, parse_spec, positive, set_threads  # noqa: E402
-from _timing import summarize, time_batches, warm_up  # noqa: E402
+from _bench import alternate, build, in_process, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from _timing import summarize, warm_up  # noqa: E402
 
 DEFAULT_MODELS = ("resnest50@224",)
 DEFAULT_ROUNDS = 3
@@ -117,10 +117,6 @@ def _n_a(reason, **extra):
     return {**extra, "available": False, "reason": reason}
 
 
-def _in_process(step):
-    return lambda iters, seconds: time_batches(step, iters, seconds)
-
-
 def prepare_side(side, spec, case, args, ctx, workers, files):
     """Builds, prepares and warms up one side of a case: (info {available, model?, params? | reason}, timer), the
     timer ``(iters, seconds) -> latencies`` or None when the side is not available."""
@@ -155,7 +151,7 @@ def prepare_side(side, spec, case, args, ctx, workers, files):
         print(f"[compare] {spec.label} {case.name}: {side} n/a: {err}", file=sys.stderr, flush=True)
         return _n_a(f"{side} failed: {type(err).__name__}: {err}", model=model), None
     warm_up(step, args.warmup)
-    return info, _in_process(step)
+    return info, in_process(step)
 
 
 def measure(spec, case, args, ctx, workers, files):

@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _peers  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
-from _bench import alternate, machine_info, positive, set_threads  # noqa: E402
+from _bench import alternate, in_process, machine_info, positive, set_threads  # noqa: E402
 from _report import format_table, header, noisy_notes, write_outputs  # noqa: E402
 from _timing import summarize, warm_up  # noqa: E402
 
@@ -136,8 +136,8 @@ def main(argv=None):
             for net in (ours, theirs):
                 warm_up(lambda: step(net), args.warmup)
             print(f"{task}: {names[0]} vs GluonCV {names[1]} at {shape[2]}x{shape[3]}", file=sys.stderr)
-            times = alternate(task, lambda: step(ours), {"gluoncv": _InProcess(lambda: step(theirs))},
-                              args.rounds, iters=args.iters)
+            times = alternate(task, {"ours": in_process(lambda: step(ours)),
+                                     "gluoncv": in_process(lambda: step(theirs))}, args.rounds, iters=args.iters)
             row = {"task": task, "model": names[0], "gluoncv_model": names[1], "input_hw": list(shape[2:]),
                    "check": check, **summarize(times["ours"], 1),
                    "peers": {"gluoncv": summarize(times["gluoncv"], 1)}}
@@ -158,25 +158,14 @@ def main(argv=None):
     return doc
 
 
-class _InProcess:
-    """A peer timed in this process (the interface of ``_peers.PeerWorker.measure``)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def measure(self, iters=None, seconds=None):
-        from _timing import time_batches
-
-        return time_batches(self.step, iters, seconds)
-
-
 def _chart(path, results, machine):
     from _plot import compare_chart
 
-    rows = [{**r, "case": f"{r['task']} {r['input_hw'][0]}x{r['input_hw'][1]}", "available": True,
-             "label": r["model"], "peers": {"gluoncv": {**r["peers"]["gluoncv"], "available": True}}}
-            for r in results]
-    compare_chart(path, rows, ["gluoncv"], f"CPU, {machine['threads']} threads")
+    rows = [{"case": f"{r['task']} {r['input_hw'][0]}x{r['input_hw'][1]}", "label": r["model"],
+             "sides": {"ours": {"available": True, "img_per_s": r["img_per_s"],
+                                "over_best_peer": r["peers"]["gluoncv"]["ours_over_peer"]},
+                       "gluoncv": {**r["peers"]["gluoncv"], "available": True}}} for r in results]
+    compare_chart(path, rows, ["ours", "gluoncv"], f"CPU, {machine['threads']} threads")
 
 
 if __name__ == "__main__":

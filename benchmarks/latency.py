@@ -17,8 +17,8 @@ sys.path.insert(0, HERE)
 
 import _paper  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
 import _peers  # noqa: E402
-from _bench import alternate, build, machine_info, parse_spec, positive, set_threads  # noqa: E402
-from _timing import summarize, time_batches, warm_up  # noqa: E402
+from _bench import alternate, build, in_process, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from _timing import summarize, warm_up  # noqa: E402
 
 CPU_BATCH_SIZE = 16
 DEFAULT_ITERS = 20
@@ -88,7 +88,7 @@ def measure(spec, batch, args, ctx, workers):
         if model and args.dtype in _peers.DTYPES:
             peers[peer] = {"model": model, "params": worker.load(model, spec.input_size, batch, args.dtype,
                                                                   args.ctx, args.warmup)}
-    timers = {"ours": lambda iters, seconds: time_batches(step, iters, seconds),
+    timers = {"ours": in_process(step),
               **{peer: workers[peer].measure for peer in peers}}
     rounds = alternate(f"[latency] {spec.label} batch {batch}", timers, args.rounds, args.iters, args.seconds)
     row = {"model": spec.name, "label": spec.label, "input_size": spec.input_size, "batch_size": batch,

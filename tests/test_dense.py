@@ -71,12 +71,12 @@ def test_importing_the_package_does_not_import_gluoncv():
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
-def assert_same_detections(expected, got, min_count=1000):
+def assert_same_detections(expected, got, min_count=1000, unmatched_share=0.001):
     """The same detections (class id, score within 1e-5, box within 0.1 px: box deltas are scaled by anchors of up to
-    512 px), compared as sets: with random weights every
-    score is near 1 / classes, so float rounding reorders rows, and among thousands of near-equal boxes an NMS
-    decision may flip: at most 0.1 % of the detections may have no counterpart. More than ``min_count`` detections
-    are expected. Returns the matched rows, ``(row in expected, row in got)`` pairs (the closest box when several fit).
+    512 px), compared as sets: with random weights every score is near 1 / classes, so float rounding reorders rows,
+    and among thousands of near-equal boxes an NMS decision may flip: at most ``unmatched_share`` of the detections
+    may have no counterpart. More than ``min_count`` detections are expected. Returns the matched rows,
+    ``(row in expected, row in got)`` pairs (the closest box when several fit).
     """
     (ids, scores, boxes), (ids2, scores2, boxes2) = ([a.asnumpy()[0] for a in d[:3]] for d in (expected, got))
     valid, valid2 = ids[:, 0] >= 0, ids2[:, 0] >= 0
@@ -91,7 +91,7 @@ def assert_same_detections(expected, got, min_count=1000):
         if fits.any():
             pairs.append((near[fits][np.argmin(dist[fits])], j))
     unmatched = int(valid2.sum()) - len(pairs)
-    assert unmatched <= 0.001 * valid.sum(), unmatched
+    assert unmatched <= unmatched_share * valid.sum(), unmatched
     return pairs
 
 
@@ -108,7 +108,11 @@ def test_faster_rcnn_fpn_loads_gluoncvs_file_and_detects_the_same(backbone, tmp_
     net = load_gluoncv_params(get_model(f"faster_rcnn_fpn_{backbone}", classes=ref.classes), path)
     assert net.classes == ref.classes and net.class_names == list(ref.classes)
     x = mx.nd.random.uniform(-2, 2, shape=shape)
-    assert_same_detections(ref(x), net(x))
+    for theirs, ours in zip(ref.features(x), net.features(x)):  # the FPN levels the heads read
+        np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-4, atol=1e-4)
+    # with random weights ~20000 detections tie within 3e-3 in score: on an AVX-512 CPU the features' last-digit
+    # differences (7e-6 of 4) reorder 1.3 % of them for resnest101 (289 of 22568 measured), hence 2 %
+    assert_same_detections(ref(x), net(x), unmatched_share=0.02)
     own = str(tmp_path / "ours.params")
     net.save_parameters(own)  # our own files carry our names and load back as they are
     again = get_model(f"faster_rcnn_fpn_{backbone}", classes=ref.classes)

@@ -58,14 +58,3 @@ def _bfloat16_supported():
 # a clear error (tests/test_deploy.py checks it) and these tests cannot run.
 needs_bfloat16 = pytest.mark.skipif(not _bfloat16_supported(),
                                     reason="this CPU has no AVX-512: MXNet 1.9.1's oneDNN has no bfloat16 convolutions")
-
-
-# Modules that run OpenVINO inside the pytest process go last: after OpenVINO's CPU plugin has run here (with the
-# export fixtures of test_onnx_export), test_preemption's in-process signal tests died of a segmentation fault
-# (reproduced with just the two; not with OpenVINO alone, nor in a plain script). The engines in the scripts run in
-# their own processes; the cause is not understood yet.
-_ENGINE_MODULES = ("test_onnx_export.py",)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: os.path.basename(str(item.fspath)) in _ENGINE_MODULES)  # stable: the order stays

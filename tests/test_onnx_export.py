@@ -277,3 +277,44 @@ def test_openvino_bfloat16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(tr
     reference = Predictor(params=str(d / "r14.onnx")).probabilities(images)
     bf16 = Predictor(params=str(d / "r14.onnx"), backend="openvino", dtype="bfloat16").probabilities(images)
     assert np.abs(bf16 - reference).max() < 0.05
+
+
+_TWO_OPENVINO_ENGINES = """
+import ctypes, faulthandler, gc, signal
+import numpy as np
+from onnx import TensorProto, helper
+from resnest_gluon.deploy import engines
+
+faulthandler.enable()  # as pytest does: the thread has an alternate signal stack of its own
+
+
+def signal_stack():
+    stack = engines._SignalStack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+    return stack.ss_sp, stack.ss_size
+
+
+graph = helper.make_graph([helper.make_node("Relu", ["data"], ["logits"])], "relu",
+                          [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+before = signal_stack()
+first, second = (engines.OpenVinoEngine(model, threads=1) for _ in range(2))
+assert (first(np.array([[-1, 0, 1, 2]], np.float32)) == [[0, 0, 1, 2]]).all()
+del first
+gc.collect()
+del second
+gc.collect()
+print("signal stack kept" if signal_stack() == before else "signal stack changed", flush=True)
+signal.signal(signal.SIGTERM, lambda *_: print("handler ran", flush=True))
+signal.raise_signal(signal.SIGTERM)
+"""
+
+
+def test_openvino_engines_leave_python_signal_handlers_working():
+    """Two OpenVINO engines, the first deleted first, then SIGTERM to a Python handler: the handler runs. OpenVINO's
+    CPU plugin swaps the thread's alternate signal stack at compile time and restores it at deletion, so this order
+    left the thread on a freed stack (SIGSEGV; it once killed test_preemption after this module's engines)."""
+    proc = subprocess.run([sys.executable, "-c", _TWO_OPENVINO_ENGINES], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stdout}{proc.stderr[-2000:]}"
+    assert proc.stdout.split() == ["signal", "stack", "kept", "handler", "ran"]

@@ -7,7 +7,10 @@ documentation recommends for CPU latency and throughput: ONNX Runtime with all g
 hint (``bfloat16`` only where the CPU has bfloat16 instructions: AVX-512 BF16 or AMX; OpenVINO would otherwise
 fall back to float32 silently).
 """
+import contextlib
+import ctypes
 import os
+import sys
 
 import numpy as np
 
@@ -27,6 +30,34 @@ def _model_bytes(model):
             raise FileNotFoundError(f"ONNX file not found: {os.fspath(model)!r}")
         return os.fspath(model)
     return model.SerializeToString()
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _keep_signal_stack():
+    """Gives the calling thread its alternate signal stack back after the block.
+
+    OpenVINO's CPU plugin installs an alternate signal stack of its own on the thread that compiles a model and puts
+    back the one it found when that model is destroyed. Two models destroyed in another order than they were made
+    leave the thread on a freed stack, and the next signal handled there kills the process with SIGSEGV: Python runs
+    its SIGTERM / SIGINT handlers on that stack (measured with OpenVINO 2026.4: two engines, the first deleted first,
+    then ``signal.raise_signal(SIGTERM)``). Linux only; elsewhere the block runs as it is.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
 
 
 class OnnxRuntimeEngine:
@@ -77,7 +108,8 @@ class OpenVinoEngine:
         config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bfloat16" else "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(network, "CPU", config)
+        with _keep_signal_stack():  # see there: OpenVINO leaves the thread's signal stack dangling otherwise
+            self.compiled = core.compile_model(network, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_shape = tuple(d.get_length() if d.is_static else None
                                  for d in self.compiled.input(0).get_partial_shape())

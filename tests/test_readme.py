@@ -117,6 +117,33 @@ def test_make_targets_exist_and_ci_runs_make_test():
     assert "make test" in open(os.path.join(REPO, ".ci", "run")).read()
 
 
+def _anchor(heading):
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_the_readme_and_docs_resolve():
+    """README keeps the summary and links the long notes in docs/: a moved or renamed page or section fails here."""
+    pages = [os.path.join(REPO, "README.md")] + sorted(
+        os.path.join(REPO, "docs", name) for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md"))
+    anchors = {page: {_anchor(m) for m in re.findall(r"^#+ (.+)$", open(page, encoding="utf-8").read(), re.M)}
+               for page in pages}
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", open(page, encoding="utf-8").read(), flags=re.S)  # links, not code
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue  # a web address: not checked offline
+            path, _, anchor = target.partition("#")
+            linked = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+            if not os.path.exists(linked):
+                broken.append(f"{os.path.relpath(page, REPO)}: {target} (no such file)")
+            elif anchor and linked in anchors and anchor not in anchors[linked]:
+                broken.append(f"{os.path.relpath(page, REPO)}: {target} (no such section)")
+    assert not broken, broken
+    assert "docs/training.md" in open(pages[0], encoding="utf-8").read()
+
+
 def test_install_commands_name_files_and_pins_that_exist():
     setup_env = open(os.path.join(REPO, "tools", "setup_env.sh")).read()
     for command in (c for c in COMMANDS if c.program == "pip"):

@@ -1,4 +1,5 @@
 """Shared helpers for the tests: small inputs, randomised (but not trivial) weights."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,6 +20,14 @@ def randomize_bn(net, seed=0):
         elif name.endswith("running_var") or name.endswith("gamma"):
             p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
     return net
+
+
+def load_script(name):
+    """``scripts/<name>.py`` as a module, to call its ``main(argv)`` in the test's process."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -3,28 +3,19 @@
 A detector and a segmenter are built on a backbone "trained" by this project (a classification file written by
 ``save_trained``), saved, and run on generated images through the scripts, at a small resize to stay fast.
 """
-import importlib.util
 import json
-import os
 
 import mxnet as mx
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, randomize_bn
+from conftest import load_script, randomize_bn
 from recgen import make_image
 import resnest_gluon as rg
 from resnest_gluon.deploy.attention_op import OP_NAME, available
 from resnest_gluon.dense import DenseDataConfig
 from resnest_gluon.dense.inference import Detector, Segmenter, preprocess
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ tiny VOC set packed by ``recordio_tools``: an "oracle" detector that returns the
 through the resize, clip and scale back; a damaged record is skipped and named; a randomly initialised Faster
 R-CNN evaluated by the script gives what ``evaluate_detection`` gives, and ``horovodrun -np 2`` the same numbers.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, load_script
 from recgen import break_header, make_image
 import resnest_gluon as rg
 from recordio_tools import detection, packing
@@ -235,22 +234,14 @@ def test_a_class_the_model_lacks_is_an_error_naming_the_record(files, capsys):
         f.write("dog\ncat\n")
     with pytest.raises(SystemExit, match=r"swapped_classes.txt names the classes of .* \['dog', 'cat'\], the "
                                          r"model's are \['cat', 'dog'\]"):
-        load_script().main(["--rec-val", swapped + ".rec", "--params", files["params"]])
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("eval_detection", os.path.join(REPO, "scripts",
-                                                                                  "eval_detection.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        load_script("eval_detection").main(["--rec-val", swapped + ".rec", "--params", files["params"]])
 
 
 @pytest.fixture(scope="module")
 def single(files):
     """scripts/eval_detection.py in this process on the damaged copy (1 decoding worker): its JSON."""
     out = files["dir"] / "single.json"
-    load_script().main(["--rec-val", files["damaged"] + ".rec", "--params", files["params"], *SIZE, "-j", "1",
+    load_script("eval_detection").main(["--rec-val", files["damaged"] + ".rec", "--params", files["params"], *SIZE, "-j", "1",
                         "--json", str(out)])
     return json.loads(out.read_text())
 

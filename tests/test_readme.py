@@ -30,7 +30,9 @@ HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compa
                  "scripts/train_detection.py": "a detection dataset and minutes per epoch (tests/test_train_detection.py "
                                                "trains on generated scenes)",
                  "scripts/eval_detection.py": "a trained detector and a detection .rec (tests/test_detection_eval.py "
-                                              "runs it on ones)"}
+                                              "runs it on ones)",
+                 "scripts/eval_segmentation.py": "a trained segmenter and a labelled folder "
+                                                 "(tests/test_segmentation_eval.py runs it on ones)"}
 
 
 def readme_commands(path=os.path.join(REPO, "README.md")):

@@ -1,0 +1,86 @@
+"""Segmentation accuracy of a trained segmenter on a Pascal VOC or ADE20K folder: pixel accuracy and mean IoU.
+
+    python scripts/eval_segmentation.py --data VOCdevkit/VOC2012 --params runs/seg/seg.params
+    python scripts/eval_segmentation.py --data ADEChallengeData2016 --split val --params ade.params --out eval/
+
+The model, its classes and its evaluation transform come with ``--params`` (its ``.json``; ``--model`` and
+``--classes`` for a bare file); ``--short`` / ``--max-size`` replace the transform's sizes. ``--data`` is a folder in
+Pascal VOC's layout (``ImageSets/Segmentation/SPLIT.txt``, ``JPEGImages/``, ``SegmentationClass/``; 255 is not
+counted) or ADE20K's (``images/validation/``, ``annotations/validation/``; 0 is not counted, classes are the mask's
+value - 1), found by itself or named by ``--layout``: see :mod:`resnest_gluon.dense.segmentation_eval`. Every image
+is segmented whole at the transform's size and compared in its own pixels.
+
+Prints the pixel accuracy, the mean IoU (over the classes labelled or predicted; GluonCV's mean over all classes
+too when they differ) and a table of the classes (labelled pixels, IoU), and writes ``OUT/segmentation_eval.json``
+(or ``--json``): model, params, data, layout, split, data config, the numbers with ``per_class`` entries,
+``images``, ``images_per_sec`` and ``skipped`` ([{"image", "reason"}]).
+
+Exit status as ``scripts/eval_detection.py``'s: 0 when evaluated, unreadable images or masks and masks of another
+size than their image included (skipped, listed, left out); 1 with ``error: ...`` for a missing or wrong file or
+folder, a model that is not a segmenter, or a class index in a mask that the model does not have (naming the mask);
+2 for unusable flags (argparse).
+"""
+import argparse
+import os
+import sys
+
+from resnest_gluon.atomic import write_json
+from resnest_gluon.dense.cli import add_dense_model_arguments, add_output_arguments, load_runner
+from resnest_gluon.dense.inference import Segmenter
+from resnest_gluon.dense.segmentation_eval import LAYOUTS, SegmentationFolder, evaluate_segmentation
+
+REPORT = "segmentation_eval.json"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="dataset folder (Pascal VOC's VOC2012 or ADE20K's "
+                                                 "ADEChallengeData2016 layout)")
+    p.add_argument("--split", default="val", help="which images (default val: VOC's val.txt, ADE20K's validation)")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), help="the folder's layout (default: found from its folders)")
+    add_dense_model_arguments(p)
+    add_output_arguments(p, REPORT, "eval", "the report")
+    return p.parse_args(argv)
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def report_lines(result):
+    """The lines printed for a result of :func:`evaluate_segmentation`."""
+    lines = [f"pixel accuracy: {_percent(result['pixel_accuracy'])}",
+             f"mean IoU: {_percent(result['mean_iou'])} over the {result['classes_in_mean']} classes labelled or "
+             f"predicted"]
+    if result["classes_in_mean"] < len(result["per_class"]):
+        lines.append(f"mean IoU over all {len(result['per_class'])} classes (GluonCV's): "
+                     f"{_percent(result['mean_iou_all_classes'])}")
+    width = max(len("class"), *(len(c["class"]) for c in result["per_class"]))
+    lines.append(f"{'class':<{width}}  {'pixels':>12}  {'IoU':>8}")
+    lines += [f"{c['class']:<{width}}  {c['pixels']:>12}  {_percent(c['iou']):>8}" for c in result["per_class"]]
+    speed = result["images_per_sec"]
+    lines.append(f"{result['images']} images" + (f", {speed:.2f} img/s" if speed else "")
+                 + (f"; skipped {len(result['skipped'])}" if result["skipped"] else ""))
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        segmenter = load_runner(Segmenter, args)
+        data = SegmentationFolder(args.data, split=args.split, layout=args.layout)
+        result = evaluate_segmentation(segmenter, data)
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    for line in report_lines(result):
+        print(line)
+    for item in result["skipped"]:
+        print(f"skipped: {item['reason']}", file=sys.stderr)
+    report = {"model": segmenter.info.model, "params": args.params, "data": args.data, "layout": data.layout,
+              "split": args.split, "data_config": segmenter.config.to_dict(), **result}
+    write_json(args.json or os.path.join(args.out, REPORT), report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

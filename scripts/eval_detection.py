@@ -29,10 +29,9 @@ import argparse
 import os
 import sys
 
-import mxnet as mx
-
 from resnest_gluon.atomic import write_json
-from resnest_gluon.dense.cli import add_dense_model_arguments, add_output_arguments, load_runner
+from resnest_gluon.dense.cli import (add_dense_model_arguments, add_device_arguments, add_output_arguments,
+                                     device_context, load_runner)
 from resnest_gluon.dense.detection_data import DetectionRecordDataset
 from resnest_gluon.dense.detection_eval import METRICS, evaluate_detection
 from resnest_gluon.dense.inference import Detector
@@ -52,21 +51,8 @@ def parse_args(argv=None):
                    help="operating point of the precision and recall also reported (default 0.5, detect.py's)")
     add_output_arguments(p, REPORT, "eval", "the report")
     p.add_argument("-j", "--num-workers", type=int, default=2, help="processes decoding and resizing (default 2)")
-    p.add_argument("--gpus", default="", help="GPU id(s); one image at a time runs on the first (under Horovod: "
-                                              "one per rank); empty = CPU")
-    p.add_argument("--no-cuda", action="store_true", help="evaluate on CPU")
-    p.add_argument("--horovod", action="store_true", help="force Horovod (auto under horovodrun)")
+    add_device_arguments(p)
     return p.parse_args(argv)
-
-
-def context(args, dist):
-    """CPU unless GPUs are asked for; with Horovod one GPU per process (its local rank)."""
-    gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
-    if args.no_cuda or not gpus:
-        return mx.cpu()
-    if mx.context.num_gpus() == 0:
-        raise ValueError(f"--gpus {args.gpus} given but MXNet sees no GPU (pass --no-cuda to evaluate on CPU)")
-    return mx.gpu(gpus[dist.local_rank % len(gpus)])
 
 
 def chosen_metrics(text):
@@ -96,7 +82,7 @@ def evaluate(args, dist):
         raise ValueError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
     if args.num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
-    ctx = context(args, dist)
+    ctx = device_context(args, dist)
     detector = load_runner(Detector, args, ctx=ctx)
     dataset = DetectionRecordDataset(args.rec_val, args.rec_val_idx)
     check_class_names(args.rec_val, detector.names, detector.info.class_names)

@@ -1,7 +1,7 @@
 """Segmentation accuracy of a trained segmenter on a Pascal VOC or ADE20K folder: pixel accuracy and mean IoU.
 
     python scripts/eval_segmentation.py --data VOCdevkit/VOC2012 --params runs/seg/seg.params
-    python scripts/eval_segmentation.py --data ADEChallengeData2016 --split val --params ade.params --out eval/
+    horovodrun --gloo -np 2 -H localhost:2 python scripts/eval_segmentation.py --data ADEChallengeData2016 --params p
 
 The model, its classes and its evaluation transform come with ``--params`` (its ``.json``; ``--model`` and
 ``--classes`` for a bare file); ``--short`` / ``--max-size`` replace the transform's sizes. ``--data`` is a folder in
@@ -18,16 +18,19 @@ too when they differ) and a table of the classes (labelled pixels, IoU), and wri
 Exit status as ``scripts/eval_detection.py``'s: 0 when evaluated, unreadable images or masks and masks of another
 size than their image included (skipped, listed, left out); 1 with ``error: ...`` for a missing or wrong file or
 folder, a model that is not a segmenter, or a class index in a mask that the model does not have (naming the mask);
-2 for unusable flags (argparse).
+2 for unusable flags (argparse). Under ``horovodrun`` each rank segments every world-th image and the pixel counts
+are summed: the numbers equal one process's; rank 0 prints and writes the JSON.
 """
 import argparse
 import os
 import sys
 
 from resnest_gluon.atomic import write_json
-from resnest_gluon.dense.cli import add_dense_model_arguments, add_output_arguments, load_runner
+from resnest_gluon.dense.cli import (add_dense_model_arguments, add_device_arguments, add_output_arguments,
+                                     device_context, load_runner)
 from resnest_gluon.dense.inference import Segmenter
 from resnest_gluon.dense.segmentation_eval import LAYOUTS, SegmentationFolder, evaluate_segmentation
+from resnest_gluon.distributed import Distributed
 
 REPORT = "segmentation_eval.json"
 
@@ -40,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--layout", choices=sorted(LAYOUTS), help="the folder's layout (default: found from its folders)")
     add_dense_model_arguments(p)
     add_output_arguments(p, REPORT, "eval", "the report")
+    add_device_arguments(p)
     return p.parse_args(argv)
 
 
@@ -66,18 +70,21 @@ def report_lines(result):
 
 def main(argv=None):
     args = parse_args(argv)
+    dist = Distributed(use_horovod=True if args.horovod else None)
     try:
-        segmenter = load_runner(Segmenter, args)
+        segmenter = load_runner(Segmenter, args, ctx=device_context(args, dist))
         data = SegmentationFolder(args.data, split=args.split, layout=args.layout)
-        result = evaluate_segmentation(segmenter, data)
+        result = evaluate_segmentation(segmenter, data, dist, progress=dist.rank == 0)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
+    report = {"model": segmenter.info.model, "params": args.params, "data": args.data, "layout": data.layout,
+              "split": args.split, "data_config": segmenter.config.to_dict(), "world_size": dist.world, **result}
+    if dist.rank != 0:
+        return report
     for line in report_lines(result):
         print(line)
     for item in result["skipped"]:
         print(f"skipped: {item['reason']}", file=sys.stderr)
-    report = {"model": segmenter.info.model, "params": args.params, "data": args.data, "layout": data.layout,
-              "split": args.split, "data_config": segmenter.config.to_dict(), **result}
     write_json(args.json or os.path.join(args.out, REPORT), report)
     return report
 

@@ -4,13 +4,16 @@ A DeepLabV3 on a random resnest14 is saved as a trained model; the datasets are 
 model's own predictions, so the right answer is known: 100 %, and exactly what a changed region costs.
 """
 import json
+import os
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import load_script, randomize_bn
+from conftest import REPO, load_script, randomize_bn
 from recgen import make_image
 import resnest_gluon as rg
 from resnest_gluon.dense.drawing import class_map_image
@@ -20,6 +23,7 @@ from resnest_gluon.dense.segmentation_eval import IGNORE, SegmentationFolder, Se
 CLASSES = ["sky", "road", "car"]
 SIZE = ["--short", "64", "--max-size", "96"]
 SHAPES = [(60, 90), (80, 64), (72, 72), (50, 100)]
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +161,21 @@ def test_ade20k_folder_with_its_label_offset_and_damaged_files_skipped(model, tm
     assert set(reasons) == {"ADE_val_00000001.jpg", "ADE_val_00000009.jpg"}
     assert "ADE_val_00000001.png: mask of " in reasons["ADE_val_00000001.jpg"]
     assert "not an image OpenCV can decode" in reasons["ADE_val_00000009.jpg"]
+
+    if not os.path.exists(HOROVODRUN):
+        pytest.skip("needs horovodrun next to the interpreter")
+    out = tmp_path / "hvd.json"  # two ranks, each a share of the images: the numbers of one process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([HOROVODRUN, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable,
+                           os.path.join(REPO, "scripts", "eval_segmentation.py"), "--data", str(root), "--params",
+                           model["params"], *SIZE, "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    both = json.loads(out.read_text())
+    assert both["world_size"] == 2 and proc.stdout.count("pixel accuracy") == 1  # only rank 0 prints
+    for key in ("images", "pixel_accuracy", "mean_iou", "per_class", "skipped"):
+        assert both[key] == report[key], key
 
 
 def test_wrong_inputs_stop_with_a_message_naming_them(model, tmp_path):

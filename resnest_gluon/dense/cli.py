@@ -13,8 +13,8 @@ from tqdm import tqdm
 from ..atomic import atomic_write, write_json
 from ..data.transforms import load_image
 
-__all__ = ["EXIT_SKIPPED", "add_dense_arguments", "add_dense_model_arguments", "add_output_arguments", "load_runner",
-           "output_names", "run_images", "save_png"]
+__all__ = ["EXIT_SKIPPED", "add_dense_arguments", "add_dense_model_arguments", "add_device_arguments",
+           "add_output_arguments", "device_context", "load_runner", "output_names", "run_images", "save_png"]
 
 EXIT_SKIPPED = 3
 
@@ -41,6 +41,26 @@ def add_output_arguments(parser, report_name, folder, what):
     """Adds ``--out`` (default ``folder``, for ``what``) and ``--json`` (default ``OUT/report_name``)."""
     parser.add_argument("--out", default=folder, help=f"folder for {what} (default: {folder})")
     parser.add_argument("--json", help=f"the report (default: OUT/{report_name})")
+
+
+def add_device_arguments(parser):
+    """Adds ``--gpus``, ``--no-cuda`` and ``--horovod``: where an evaluation script runs (:func:`device_context`)."""
+    parser.add_argument("--gpus", default="", help="GPU id(s); one image at a time runs on the first (under Horovod: "
+                                                   "one per rank); empty = CPU")
+    parser.add_argument("--no-cuda", action="store_true", help="evaluate on CPU")
+    parser.add_argument("--horovod", action="store_true", help="force Horovod (auto under horovodrun)")
+
+
+def device_context(args, dist):
+    """CPU unless ``--gpus`` asks for GPUs; under Horovod one GPU per process (its local rank)."""
+    import mxnet as mx
+
+    gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
+    if args.no_cuda or not gpus:
+        return mx.cpu()
+    if mx.context.num_gpus() == 0:
+        raise ValueError(f"--gpus {args.gpus} given but MXNet sees no GPU (pass --no-cuda to evaluate on CPU)")
+    return mx.gpu(gpus[dist.local_rank % len(gpus)])
 
 
 def load_runner(runner_class, args, ctx=None):

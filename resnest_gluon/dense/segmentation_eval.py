@@ -138,17 +138,22 @@ class SegmentationScores:
                               for n, p, v in zip(labelled, predicted, iou)]}
 
 
-def evaluate_segmentation(segmenter, dataset, progress=True):
+def evaluate_segmentation(segmenter, dataset, dist=None, progress=True):
     """Pixel accuracy and IoU of ``segmenter`` (a :class:`~resnest_gluon.dense.inference.Segmenter`) on ``dataset``
-    (a :class:`SegmentationFolder`, or anything with ``len``, ``image_path(i)`` and ``labels(i)``).
+    (a :class:`SegmentationFolder`, or anything with ``len``, ``image_path(i)``, ``mask_path(i)`` and ``labels(i)``).
 
+    With ``dist`` (a :class:`~resnest_gluon.distributed.Distributed` of several ranks) rank r segments images r,
+    r + world, ... and the pixel counts are summed over the ranks: every rank gets the numbers of one process.
     An image or mask that cannot be read, or a mask whose size is not its image's, is skipped and listed; a class
     index the model does not have stops with ``ValueError`` naming the mask. Returns :meth:`SegmentationScores.
-    result` plus ``class_names``, ``images``, ``skipped`` ([{"image", "reason"}]) and ``images_per_sec``.
+    result` plus ``class_names``, ``images``, ``skipped`` ([{"image", "reason"}], in dataset order) and
+    ``images_per_sec`` (summed over ranks, each from its second image).
     """
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     scores = SegmentationScores(len(segmenter.names))
     skipped, done, started = [], 0, None
-    for i in tqdm(range(len(dataset)), desc="evaluating", unit="img", disable=not progress, leave=False):
+    for i in tqdm(range(rank, len(dataset), world), desc="evaluating", unit="img", disable=not progress,
+                  leave=False):
         image_path = dataset.image_path(i)
         try:
             image, labels = load_image(image_path), dataset.labels(i)
@@ -156,15 +161,22 @@ def evaluate_segmentation(segmenter, dataset, progress=True):
                 raise ValueError(f"{dataset.mask_path(i)}: mask of {labels.shape[1]}x{labels.shape[0]} pixels for "
                                  f"an image of {image.shape[1]}x{image.shape[0]}")
         except (OSError, ValueError) as err:
-            skipped.append({"image": image_path, "reason": str(err)})
+            skipped.append((i, {"image": image_path, "reason": str(err)}))
             continue
-        scores.update(labels, segmenter.segment(image), where=getattr(dataset, "mask_path", lambda _: image_path)(i))
+        scores.update(labels, segmenter.segment(image), where=dataset.mask_path(i))
         done += 1
         if done == 1:
             started = time.perf_counter()  # from the second image: the first builds the network's memory
     seconds = time.perf_counter() - started if started else 0
+    speed = (done - 1) / seconds if done > 1 and seconds > 0 else 0.0
+    if world > 1:  # counts are integers far below 2**53: exact in float64
+        total = dist.allreduce_sum(scores.confusion.ravel().tolist() + [done, speed], name="segmentation_eval")
+        scores.confusion = np.array(total[:-2], np.int64).reshape(scores.confusion.shape)
+        done, speed = int(total[-2]), total[-1]
+        skipped = [item for per_rank in dist.allgather_object(skipped) for item in per_rank]
     result = scores.result()
     for entry, name in zip(result["per_class"], segmenter.names):
         entry["class"] = name
-    return {**result, "class_names": list(segmenter.names), "images": done, "skipped": skipped,
-            "images_per_sec": (done - 1) / seconds if done > 1 and seconds > 0 else None}
+    return {**result, "class_names": list(segmenter.names), "images": done,
+            "skipped": [item for _, item in sorted(skipped, key=lambda pair: pair[0])],
+            "images_per_sec": speed or None}

@@ -1,8 +1,10 @@
 """Shared helpers for the tests: small inputs, randomised (but not trivial) weights."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import time
 
 import mxnet as mx
 import numpy as np
@@ -28,6 +30,28 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def start(cmd, log_path, env=None):
+    """``cmd`` in the background, its output in ``log_path`` (a pipe nobody reads would fill and block it)."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True, env=env)
+
+
+def wait_for_step(save_dir, proc, epoch, step, timeout=120):
+    """Returns once metrics.jsonl has logged ``step`` of ``epoch`` (1-based); fails if ``proc`` ended first."""
+    path, deadline = os.path.join(save_dir, "metrics.jsonl"), time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if os.path.exists(path):
+            for line in open(path):
+                try:
+                    r = json.loads(line)
+                except ValueError:  # a line being written
+                    continue
+                if r["event"] == "step" and (r["epoch"], r["step"]) >= (epoch, step):
+                    return
+        time.sleep(0.02)
+    raise AssertionError(f"run ended (exit {proc.poll()}) or timed out before epoch {epoch} step {step}")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """scripts/train_detection.py on generated scenes: two Horovod ranks train and leave a self-describing checkpoint; a
-run killed with SIGKILL and resumed ends with the weights of an uninterrupted one; a NaN stops the run and keeps the
-last good checkpoint; bad arguments are refused by name."""
+run killed with SIGKILL, or stopped by SIGTERM at a step, and resumed ends with the weights of an uninterrupted one;
+a NaN stops the run and keeps the last good checkpoint; bad arguments are refused by name."""
 import json
 import os
 import signal
@@ -12,6 +12,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from conftest import start, wait_for_step
 from recordio_tools.detection import pack_detection
 from resnest_gluon.demo_detection_data import make_scenes
 
@@ -91,13 +92,29 @@ def _wait_for(path, proc, timeout=180):
     assert proc.poll() is None, "the run ended before it could be killed"
 
 
-def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_checkpoint(scenes, tmp_path):
-    flags = ("--epochs", "2", "--max-steps-per-epoch", "2", "--seed", "4")
-    whole = tmp_path / "whole"
-    run(command(scenes, whole, *flags))
+RESUME_FLAGS = ("--epochs", "2", "--max-steps-per-epoch", "3", "--seed", "4")
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(scenes, tmp_path_factory):
+    """The reference: RESUME_FLAGS run through once."""
+    whole = tmp_path_factory.mktemp("whole")
+    run(command(scenes, whole, *RESUME_FLAGS))
+    return whole
+
+
+def assert_same_weights(whole, resumed):
+    a, b = params(whole / "ckpt-0002.params"), params(resumed / "ckpt-0002.params")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert events(resumed, "epoch")[-1]["loss"] == pytest.approx(events(whole, "epoch")[-1]["loss"], rel=1e-5)
+
+
+def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_checkpoint(scenes, uninterrupted,
+                                                                                          tmp_path):
     killed = tmp_path / "killed"
-    cmd = command(scenes, killed, *flags)
+    cmd = command(scenes, killed, *RESUME_FLAGS)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     _wait_for(killed / "ckpt-0001.json", proc)
@@ -106,17 +123,38 @@ def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_c
     assert not os.path.exists(killed / "ckpt-0002.json")  # killed inside epoch 2
     run(cmd + ["--resume", str(killed)])
     assert [r["epoch"] for r in events(killed, "resume")] == [1]
-    a, b = params(whole / "ckpt-0002.params"), params(killed / "ckpt-0002.params")
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-    assert events(killed, "epoch")[-1]["loss"] == pytest.approx(events(whole, "epoch")[-1]["loss"], rel=1e-5)
+    assert_same_weights(uninterrupted, killed)
 
     # an absurd learning rate from there: the loss overflows, the run stops (exit 3), the checkpoint stays the latest
-    nan = run(command(scenes, killed, "--epochs", "4", "--max-steps-per-epoch", "2", "--resume", str(killed),
+    nan = run(command(scenes, killed, "--epochs", "4", "--max-steps-per-epoch", "3", "--resume", str(killed),
                       "--lr", "1e30", "--clip-gradient", "0"), fails=True)
     assert nan.returncode == 3 and "last good checkpoint" in nan.stderr, nan.stderr[-2000:]
     assert not os.path.exists(killed / "ckpt-0003.json")
+
+
+def test_sigterm_stops_at_a_step_with_its_checkpoint_and_resume_ends_like_an_uninterrupted_run(scenes, uninterrupted,
+                                                                                             tmp_path):
+    """What a cluster scheduler does before it kills a job: the run stops after the step in progress, writes that
+    step's checkpoint (loadable as a detector, as every checkpoint) and exits 5; --resume continues after it."""
+    cut = tmp_path / "cut"
+    cmd = command(scenes, cut, *RESUME_FLAGS)
+    proc = start(cmd, tmp_path / "cut.log", env=dict(os.environ, OMP_NUM_THREADS="1"))  # as run()
+    wait_for_step(cut, proc, epoch=2, step=1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 5, open(tmp_path / "cut.log").read()[-3000:]
+
+    from resnest_gluon.dense.inference import Detector
+    from resnest_gluon.training import latest_checkpoint
+
+    ckpt = latest_checkpoint(str(cut))
+    assert ckpt["epoch"] == 1 and 1 <= ckpt["step"] <= 3 and ckpt["num_update"] == 3 + ckpt["step"]
+    assert os.path.basename(ckpt["meta_path"]) == f"ckpt-0002-step{ckpt['step']:06d}.json"
+    assert [e["checkpoint"] for e in events(cut, "preempted")] == [ckpt["meta_path"]]
+    assert Detector(ckpt["params"]).names == open(scenes["train"] + "_classes.txt").read().split()
+
+    run(cmd + ["--resume", str(cut)])
+    assert [(r["epoch"], r["step"]) for r in events(cut, "resume")] == [(1, ckpt["step"])]
+    assert_same_weights(uninterrupted, cut)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -21,6 +21,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(__file__))
 import recgen  # noqa: E402
+from conftest import start, wait_for_step  # noqa: E402
 VENV = os.path.dirname(sys.executable)
 HOROVODRUN = os.path.join(VENV, "horovodrun")
 SCRIPT = os.path.join(REPO, "scripts", "train_imagenet.py")
@@ -183,28 +184,6 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(recs, uninterrupt
 
 def events(save_dir, kind):
     return [r for r in map(json.loads, open(os.path.join(save_dir, "metrics.jsonl"))) if r["event"] == kind]
-
-
-def start(cmd, log_path):
-    """``cmd`` in the background, its output in ``log_path`` (a pipe nobody reads would fill and block it)."""
-    with open(log_path, "w") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-
-
-def wait_for_step(save_dir, proc, epoch, step, timeout=120):
-    """Returns once metrics.jsonl has logged ``step`` of ``epoch`` (1-based); fails if ``proc`` ended first."""
-    path, deadline = os.path.join(save_dir, "metrics.jsonl"), time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if os.path.exists(path):
-            for line in open(path):
-                try:
-                    r = json.loads(line)
-                except ValueError:  # a line being written
-                    continue
-                if r["event"] == "step" and (r["epoch"], r["step"]) >= (epoch, step):
-                    return
-        time.sleep(0.02)
-    raise AssertionError(f"run ended (exit {proc.poll()}) or timed out before epoch {epoch} step {step}")
 
 
 def rank_process(launcher, rank):

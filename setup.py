@@ -25,7 +25,7 @@ setup(
     packages=find_packages(include=["resnest_gluon", "resnest_gluon.*", "recordio_tools", "recordio_tools.*"])
     + ["resnest"],
     package_dir={"resnest": "resnest_gluon/_alias"},
-    package_data={"resnest_gluon": ["data/*.txt", "deploy/csrc/*.cc"]},
+    package_data={"resnest_gluon": ["data/*.txt", "ops/csrc/*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "torch": ["torch>=2.0", "timm>=1.0"],  # convert PyTorch / timm weights

@@ -181,7 +181,7 @@ def parse_args(argv=None):
 def check_data(args):
     """``--check-data``: rank 0 decodes every record (as ``python -m recordio_tools check``) while the other ranks
     wait, then all stop together on a bad record, listing them. Labels are checked against the classes later."""
-    from recordio_tools.checking import check, describe_problem
+    from resnest_gluon.data.checking import check, describe_problem
     from resnest_gluon.distributed import Distributed
 
     dist = Distributed()

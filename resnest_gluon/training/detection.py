@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from ..data.bad_records import TooManyBadRecords
+from ..data.bad_records import BadRecordLimit, TooManyBadRecords
 from ..data.preflight import preflight
 from ..distributed import Distributed
 from ..trained import info_of, load_class_names
@@ -208,7 +208,7 @@ def _train(config, stop):
                                 config.max_size, dist.rank, dist.world, config.seed, config.data_nthreads,
                                 config.flip_p)
     steps = min(data.steps, config.max_steps_per_epoch or data.steps)
-    bad_watch = BadRecordWatch(config.rec_train, data.source_records, config.max_bad_records_fraction, dist, log)
+    bad_watch = BadRecordWatch(config.rec_train, data.source_records, BadRecordLimit(config.max_bad_records_fraction), dist, log)
 
     params = net.collect_train_params()  # all but BatchNorm's running statistics
     dist.broadcast_parameters(net.collect_params())

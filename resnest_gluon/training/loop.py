@@ -22,7 +22,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from ..data import MixupLabelSmoothing, RecordTrainIter, RecordTrainLoader, ValRecordIter
-from ..data.bad_records import TooManyBadRecords
+from ..data.bad_records import BadRecordLimit, TooManyBadRecords
 from ..data.preflight import preflight
 from ..distributed import Distributed
 from ..dropblock import set_drop_prob
@@ -232,7 +232,7 @@ def build_train_data(args, dist):
 
 def max_bad_fraction(args):
     """``--max-bad-records-fraction`` (namespaces built by hand may lack it: the flag's default)."""
-    return getattr(args, "max_bad_records_fraction", 0.001)
+    return BadRecordLimit(getattr(args, "max_bad_records_fraction", 0.001), getattr(args, "max_bad_records", 10))
 
 
 def _trainable(net):

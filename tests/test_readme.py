@@ -56,6 +56,13 @@ def readme_commands(path=os.path.join(REPO, "README.md")):
     return commands
 
 
+def _program_of_module(name):
+    """``benchmarks.latency`` -> ``benchmarks/latency.py``: a benchmark's two forms (``python -m benchmarks.latency``,
+    ``python benchmarks/latency.py``) are one program here; other modules (``recordio_tools``) keep their name."""
+    package, _, module = name.partition(".")
+    return f"benchmarks/{module}.py" if package == "benchmarks" and module else name
+
+
 class Command:
     """A README command taken apart: environment assignments, launcher (horovodrun), interpreter, program, args."""
 
@@ -72,7 +79,7 @@ class Command:
                 self.launcher.append(words.pop(0))
         self.python = words.pop(0) if words and os.path.basename(words[0]).startswith("python") else None
         if self.python and words[:1] == ["-m"]:
-            self.program, self.args = words[1], words[2:]
+            self.program, self.args = _program_of_module(words[1]), words[2:]
         elif self.python:
             self.program, self.args = words[0], words[1:]
         else:
@@ -175,9 +182,13 @@ from resnest_gluon import get_config
 from resnest_gluon.dense import split_dense_name
 failures = {}
 for script, argv, line in json.loads(sys.argv[1]):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    folder = os.path.dirname(os.path.abspath(script))
+    sys.path.insert(0, folder)
     try:
-        ns = runpy.run_path(script, run_name="readme_check")
+        if os.path.basename(folder) == "benchmarks":  # a module of the benchmarks package (relative imports)
+            ns = runpy.run_module("benchmarks." + os.path.basename(script)[:-3], run_name="readme_check")
+        else:
+            ns = runpy.run_path(script, run_name="readme_check")
         parse = ns["parse_args"] if "parse_args" in ns else ns["build_parser"]().parse_args
         args = parse(argv)
         model = getattr(args, "model", None)
@@ -202,8 +213,9 @@ def _parse_only(commands, scratch):
                 os.makedirs(os.path.join(scratch, os.path.dirname(arg)), exist_ok=True)
                 open(os.path.join(scratch, arg), "w").close()
     todo = [(os.path.join(REPO, c.program), c.args, c.line) for c in commands]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     done = subprocess.run([os.path.join(VENV_BIN, "python"), "-c", _PARSE_ALL, json.dumps(todo)], cwd=scratch,
-                          capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}, done.stderr
 

@@ -113,6 +113,8 @@ class Command:
             self.module = self.program
         elif self.python:
             self.program, self.args = words[0], words[1:]
+            if re.fullmatch(r"benchmarks/\w+\.py", self.program):  # a module of the benchmarks package, as a file
+                self.module = self.program[:-3].replace("/", ".")
         else:
             self.program, self.args = (words[0] if words else ""), words[1:]
         as_file = self.program.replace(".", "/") + ".py"

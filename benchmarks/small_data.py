@@ -28,7 +28,7 @@ from ._launch import ROOT as REPO, module_env  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 WORLD = 2
 # README's small-data command, after the data: the model, the recipe, the training size, CPU.
-COMMAND = ["--model", "resnest14", "--recipe", "small", "--input-size", "32", "--no-cuda", "--data-nthreads", "1"]
+COMMAND = ["--model", "resnest14", "--recipe", "small", "--input-size", "32", "--no-cuda", "--num-workers", "1"]
 
 
 def pack(images, rec, seed):

@@ -128,7 +128,7 @@ def train(out, s, logs, horovodrun):
            "--label-smoothing", str(s.label_smoothing), "--mixup", "--mixup-off-epoch", str(s.mixup_off_epoch),
            "--no-wd", "--no-auto-aug", "--dropblock-prob", "0", "--final-drop", "0", "--seed", str(s.seed),
            "--eval-frequency", "1", "--save-frequency", str(max(1, s.epochs // 2)), "--log-interval", "5",
-           "--no-cuda", "--data-nthreads", "1", "--save-dir", save_dir]
+           "--no-cuda", "--num-workers", "1", "--save-dir", save_dir]
     run(cmd, logs, "train", threads=1, echo=epoch_echo(describe_epoch))  # 2 ranks x 1 OpenMP thread on 2 cores
     epochs = read_events(os.path.join(save_dir, "metrics.jsonl"))
     last = epochs[-1] if epochs else {}

@@ -162,7 +162,7 @@ def train_detector(out, s, logs, horovodrun, backbone_params):
            "--rec-train", os.path.join(rec, "train.rec"), "--rec-val", os.path.join(rec, "val.rec"),
            "--model", DETECTOR, "--backbone-params", backbone_params, *model_args,
            "--short", str(s.short), "--max-size", str(s.short), "--val-short", str(s.short),
-           "--val-max-size", str(s.short), "--batch-size", str(s.batch_size), "--epochs", str(s.epochs),
+           "--val-max-size", str(s.short), "--batch-size", str(s.batch_size), "--num-epochs", str(s.epochs),
            "--max-steps-per-epoch", str(s.steps_per_epoch), "--lr", str(s.lr), "--lr-mode", "cosine",
            "--lr-warmup", str(s.lr_warmup), "--val-interval", str(s.epochs), "--save-interval", str(s.epochs),
            "--seed", str(s.seed), "-j", "1", "--log-interval", "10", "--save-dir", save_dir]

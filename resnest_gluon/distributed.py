@@ -71,10 +71,13 @@ class Distributed:
             arr = self.hvd.allreduce(arr, op=self.hvd.Sum, name=name)
         return [float(v) for v in arr.asnumpy()]
 
-    def allgather_object(self, obj):
-        """Every rank's ``obj`` (any picklable Python object), as a list in rank order."""
-        return [obj] if self.hvd is None else self.hvd.allgather_object(obj)
+    def allgather_object(self, obj, name="object"):
+        """Every rank's ``obj`` (any picklable Python object), as a list in rank order. Horovod pairs the ranks'
+        collectives by ``name``; its own default is the object's type name, so ranks passing objects of different
+        types (a dict here, None there) would wait for each other forever."""
+        return [obj] if self.hvd is None else self.hvd.allgather_object(obj, name=name)
 
     def from_root(self, obj):
         """Rank 0's ``obj`` (any picklable Python object) on every rank; the others' arguments are ignored."""
-        return obj if self.hvd is None else self.hvd.allgather_object(obj if self.is_root else None)[0]
+        return obj if self.hvd is None else self.hvd.allgather_object(obj if self.is_root else None,
+                                                                      name="from_root")[0]

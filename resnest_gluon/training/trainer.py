@@ -292,7 +292,7 @@ def agree_on_checkpoint(directory, dist):
     ckpt = dist.from_root(latest_checkpoint(directory) if dist.is_root else None)
     if ckpt is None:
         return None
-    missing = dist.allgather_object(None if _files_fit(ckpt) else socket.gethostname())
+    missing = dist.allgather_object(None if _files_fit(ckpt) else socket.gethostname(), name="resume_missing")
     if not any(missing):
         return ckpt
     needed = [rank for rank, host in enumerate(missing) if host]
@@ -314,7 +314,7 @@ def agree_on_checkpoint(directory, dist):
         except OSError as err:
             problem = f"host {socket.gethostname()} (rank {dist.rank}) has no {ckpt['params']} and could not take " \
                       f"rank 0's copy: {err}"
-    problems = [p for p in dist.allgather_object(problem) if p]
+    problems = [p for p in dist.allgather_object(problem, name="resume_problems") if p]
     if problems:
         raise ResumeUnreadable(f"--resume {directory}: " + "; ".join(problems))
     if dist.is_root:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import mxnet as mx
 
 from . import store
+from .exits import plain_reason
 from .resnest import ResNeSt
 from .splat import set_fused_attention
 
@@ -230,7 +231,7 @@ def read_params(path):
     try:
         return mx.nd.load(path)
     except mx.base.MXNetError as err:
-        raise ValueError(f"{path} is not a readable MXNet .params file: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"{path} is not a readable MXNet .params file ({plain_reason(err)})") from None
 
 
 def classes_in_params(path):

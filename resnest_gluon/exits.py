@@ -18,8 +18,9 @@ code   meaning
 1      a bug: anything not below ends with Python's traceback, as usual
 2      unusable arguments, input, file or model, named by the message: a ``ValueError`` (a wrong weights file, a
        model that does not fit, a damaged file, a flag out of range), a missing, unreadable or misplaced file
-       (``FileNotFoundError``, ``PermissionError``, ``IsADirectoryError``, ``NotADirectoryError``), an optional
-       package the arguments need (the project's ``ImportError`` saying what to install); argparse's errors too
+       (``FileNotFoundError``, ``FileExistsError``, ``PermissionError``, ``IsADirectoryError``,
+       ``NotADirectoryError``), an optional package the arguments need (the project's ``ImportError`` saying what
+       to install); argparse's errors too (:class:`ArgumentParser`: one line as well)
 3      some inputs skipped, the others done (predict.py, detect.py, segment.py: the skipped files are listed);
        training: diverged (NaN/inf)
 4      disk full (``OSError`` ENOSPC / EDQUOT): an output could not be written, the message names it
@@ -86,7 +87,8 @@ def _project_import_error(err):
 KNOWN_FAILURES = (
     (WeightsUnavailableError, EXIT_WEIGHTS_UNAVAILABLE, "error"),
     (is_disk_full, EXIT_DISK_FULL, "error"),
-    ((ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError), EXIT_USAGE, "error"),
+    ((ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError),
+     EXIT_USAGE, "error"),
     (_project_import_error, EXIT_USAGE, "error"),
 )
 

@@ -104,13 +104,13 @@ def calibration_summary(args):
 
 
 def verify(args, dist):
-    ctx = contexts(args, dist)
-    net, info = build_net(args, ctx)
-    cfg, num_classes = info.data_config, info.num_classes
-    if not os.path.isfile(args.rec_val):
+    if not os.path.isfile(args.rec_val):  # before the model is built: a typo fails at once
         raise FileNotFoundError(f"record file (.rec) not found: {args.rec_val}")
     if args.rec_val_idx and not os.path.isfile(args.rec_val_idx):
         raise FileNotFoundError(f"record index (.idx) not found: {args.rec_val_idx}")
+    ctx = contexts(args, dist)
+    net, info = build_net(args, ctx)
+    cfg, num_classes = info.data_config, info.num_classes
     batch = args.batch_size * len(ctx)
     data = ValRecordIter(args.rec_val, cfg, idx_path=args.rec_val_idx, batch_size=batch,
                          num_workers=args.num_workers, rank=dist.rank, world=dist.world,

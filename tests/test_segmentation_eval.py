@@ -184,10 +184,11 @@ def test_wrong_inputs_stop_with_a_message_naming_them(model, tmp_path, capsys):
     write_voc(tmp_path / "VOC2012", model["images"], masks)
     script = load_script("eval_segmentation")
 
-    def error_of(*argv):  # exit code 2 and one line on stderr
+    def error_of(*argv):  # exit code 2 and one line on stderr (after the progress bar, which clears itself)
         assert script.main(list(argv)) == 2
-        (line,) = capsys.readouterr().err.splitlines()
-        return line
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith("\n"), err
+        return err.rsplit("\r", 1)[-1]
 
     assert re.search(r"SegmentationClass/2007_000000.png: class 5 in the mask, the model has 3",
                      error_of("--data", str(tmp_path / "VOC2012"), "--params", model["params"], *SIZE))

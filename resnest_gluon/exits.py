@@ -51,8 +51,8 @@ import re
 import sys
 
 __all__ = ["EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_SKIPPED", "EXIT_DISK_FULL", "EXIT_WEIGHTS_UNAVAILABLE",
-           "EXIT_INTERRUPTED", "KNOWN_FAILURES", "ArgumentParser", "WeightsUnavailableError", "add_note", "exit_code_of",
-           "is_disk_full", "one_line", "plain_reason", "report_skipped", "run_script"]
+           "EXIT_INTERRUPTED", "KNOWN_FAILURES", "ArgumentParser", "WeightsUnavailableError", "add_note",
+           "exit_code_of", "is_disk_full", "one_line", "plain_reason", "report_skipped", "run_script"]
 
 EXIT_OK = 0
 EXIT_BUG = 1  # Python's own code for an uncaught exception

@@ -18,8 +18,8 @@ too when they differ) and a table of the classes (labelled pixels, IoU), and wri
 Exit status as ``scripts/eval_detection.py``'s (:mod:`resnest_gluon.exits`): 0 when evaluated, unreadable images or
 masks and masks of another size than their image included (skipped, listed, left out); 2 with one line
 ``error: ...`` for a missing or wrong file or folder, a model that is not a segmenter, a class index in a mask that
-the model does not have (naming the mask), or unusable flags. Under ``horovodrun`` each rank segments every world-th image and the pixel counts
-are summed: the numbers equal one process's; rank 0 prints and writes the JSON.
+the model does not have (naming the mask), or unusable flags. Under ``horovodrun`` each rank segments every world-th
+image and the pixel counts are summed: the numbers equal one process's; rank 0 prints and writes the JSON.
 """
 import os
 import sys

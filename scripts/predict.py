@@ -73,9 +73,9 @@ def run(argv=None):
             print(f"  {rank}. {prob:8.4f}  {name}")
         report["predictions"].append({"image": image, "top": [
             {"rank": r, "label": index[n], "class": n, "probability": p} for r, (n, p) in enumerate(top, 1)]})
-    report_skipped(skipped, len(args.images))
     if args.json:
         write_json(args.json, report)
+    report_skipped(skipped, len(args.images))
     return report
 
 

@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
-# Both create or reuse the in-repo environments (.venv, .venv-torch) through tools/setup_env.sh.
+# Both create or reuse the in-repo environments (.venv, .venv-torch) through tools/setup_env.sh. The demos are the
+# demos/ package, run from the repository root (python -m demos.X puts it on the path).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
@@ -10,7 +11,7 @@ env:
 
 demo:
 	bash tools/setup_env.sh main
-	$(PY) scripts/demo.py --out out/demo
+	$(PY) -m demos.classification --out out/demo
 
 # the detector's backbone is make demo's classifier (ImageNet's stand-in): made once, reused while it exists
 out/demo/summary.json:
@@ -18,7 +19,7 @@ out/demo/summary.json:
 
 demo-detection: out/demo/summary.json
 	bash tools/setup_env.sh main
-	$(PY) scripts/demo_detection.py --backbone-from out/demo --out out/demo-detection
+	$(PY) -m demos.detection --backbone-from out/demo --out out/demo-detection
 
 tour:
 	bash tools/setup_env.sh main

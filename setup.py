@@ -1,7 +1,9 @@
 """resnest-gluon: ResNeSt (Split-Attention Networks) for MXNet Gluon.
 
 One source folder, ``resnest_gluon/``, importable as ``resnest_gluon`` and as ``resnest.gluon``
-(the ``resnest`` package is a thin alias that maps ``resnest.gluon[.x]`` onto ``resnest_gluon[.x]``).
+(the ``resnest`` package is a thin alias that maps ``resnest.gluon[.x]`` onto ``resnest_gluon[.x]``), and
+``recordio_tools``. The checkout's other folders (``demos/``, ``benchmarks/``, ``scripts/``, ``tests/``) are not in
+the wheel: ``tests/test_wheel.py`` builds it, installs it into a clean environment and uses it from there.
 """
 from setuptools import find_packages, setup
 
@@ -14,6 +16,13 @@ INSTALL_REQUIRES = [
     "requests",
 ]
 
+LIBRARY = ["resnest_gluon", "recordio_tools"]
+PACKAGES = find_packages(include=[p for name in LIBRARY for p in (name, name + ".*")]) + ["resnest"]
+# Data files by package: the class names, and the C++ sources of the operators, compiled on first use from the
+# installed package (any ``csrc/`` folder of any subpackage, wherever the operators live).
+PACKAGE_DATA = {pkg: ["csrc/*.cc", "csrc/*.h"] for pkg in PACKAGES if pkg != "resnest"}
+PACKAGE_DATA["resnest_gluon"] += ["data/*.txt"]
+
 setup(
     name="resnest-gluon",
     version="0.1.0",
@@ -22,10 +31,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.8",
-    packages=find_packages(include=["resnest_gluon", "resnest_gluon.*", "recordio_tools", "recordio_tools.*"])
-    + ["resnest"],
+    packages=PACKAGES,
     package_dir={"resnest": "resnest_gluon/_alias"},
-    package_data={"resnest_gluon": ["data/*.txt", "deploy/csrc/*.cc"]},
+    package_data=PACKAGE_DATA,
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "torch": ["torch>=2.0", "timm>=1.0"],  # convert PyTorch / timm weights

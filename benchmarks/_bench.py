@@ -10,9 +10,8 @@ import platform
 import sys
 from dataclasses import dataclass
 
-import _paper
-import _peers
-from _timing import time_batches
+from . import _paper, _peers
+from ._timing import time_batches
 
 
 @dataclass(frozen=True)

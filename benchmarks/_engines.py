@@ -16,8 +16,8 @@ import numpy as np
 from resnest_gluon.deploy.engines import engine_bfloat16_supported, open_engine
 from resnest_gluon.deploy.onnx_quantize import quantize_onnx
 
-import _mx_prep
-from _bench import build
+from . import _mx_prep
+from ._bench import build
 
 
 FILE_OF = {"ours": "resnest_gluon.deploy.onnx_model (MXNet's exporter, then prepare_graph)",

@@ -9,9 +9,10 @@ loop runs it.
 import mxnet as mx
 from mxnet import autograd, gluon
 
-import _recipe
 from resnest_gluon.deploy import amx
 from resnest_gluon.deploy import SUPPORTED_DEVICES, input_dtype, optimize
+
+from . import _recipe
 
 SUPPORTED_CTX = SUPPORTED_DEVICES  # dtype -> device types (checked before any model is built)
 CALIBRATION_BATCHES = 2  # int8: random batches, enough for a speed measurement (the scales do not change speed)

@@ -13,7 +13,7 @@ Protocol: one JSON object per line on stdin, one reply per line on stdout (libra
 ``mode`` is "infer" (one forward pass per timed batch; the default) or "train" (one training step of ``_recipe``:
 forward, loss, backward, optimizer update; float32 only). Any failure replies {"ok": false, "error": "..."} and the
 worker keeps serving.
-Usage: python _peer_worker.py gluoncv|timm --threads N
+Usage: python -m benchmarks._peer_worker gluoncv|timm --threads N
 """
 import argparse
 import gc
@@ -23,9 +23,14 @@ import sys
 import traceback
 import warnings
 
-import _recipe
-from _peers import DTYPES
-from _timing import time_batches, warm_up
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks._peer_worker
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
+
+    _launch.run_as_module(__file__)
+
+from . import _recipe  # noqa: E402
+from ._peers import DTYPES  # noqa: E402
+from ._timing import time_batches, warm_up  # noqa: E402
 
 MODES = ("infer", "train")
 OPSET = 17  # the opset timm's ONNX file is written in
@@ -39,14 +44,14 @@ class GluonCVBackend:
         import gluoncv
         import mxnet
 
-        import _mx_prep
+        from . import _mx_prep
 
         self.versions = {"gluoncv": gluoncv.__version__, "mxnet": mxnet.__version__, "amx": _mx_prep.enable_amx()}
 
     def load(self, model, input_size, batch_size, dtype, ctx, mode):
         from gluoncv.model_zoo import get_model
 
-        import _mx_prep
+        from . import _mx_prep
 
         net = get_model(model, pretrained=False)
         if mode == "train":

@@ -1,8 +1,9 @@
 """The peer implementations ``latency.py --compare`` and ``compare.py`` time against ours, and the client of their
 worker processes.
 
-Each peer runs in a persistent ``_peer_worker.py`` subprocess under the interpreter that can import it: GluonCV
-(MXNet) from the repo's ``.venv``, timm (PyTorch) from ``.venv-torch`` (gluoncv cannot import beside torch >= 2).
+Each peer runs in a persistent ``python -m benchmarks._peer_worker`` subprocess under the interpreter that can import
+it: GluonCV (MXNet) from the repo's ``.venv``, timm (PyTorch) from ``.venv-torch`` (gluoncv cannot import beside
+torch >= 2).
 """
 import json
 import os
@@ -10,9 +11,9 @@ import select
 import subprocess
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-WORKER = os.path.join(HERE, "_peer_worker.py")
+from ._launch import ROOT as REPO, module_command, module_env
+
+WORKER = "_peer_worker"  # the worker's module in this package
 
 _GLUON = ("resnest14", "resnest26", "resnest50", "resnest101", "resnest200", "resnest269")
 _TIMM = ("resnest14d", "resnest26d", "resnest50d", "resnest101e", "resnest200e", "resnest269e")
@@ -50,14 +51,16 @@ class PeerWorker:
     """One live worker: ``load`` a model (built, prepared, warmed up), then ``measure`` it as often as needed."""
 
     def __init__(self, peer, python, threads, env=None, timeout=3600):
+        """Starts the worker under ``python`` in ``env`` (default: this process's), the repository root first on
+        its ``PYTHONPATH`` so that it imports this package."""
         check_python(peer, python)
         self.peer, self.python, self.timeout = peer, python, timeout
         fd, self._stderr_path = tempfile.mkstemp(prefix=f"peer-{peer}-", suffix=".log")
         os.close(fd)
         with open(self._stderr_path, "ab") as log:  # the worker appends its stderr; we read the tail on errors
-            self._proc = subprocess.Popen([python, WORKER, peer, "--threads", str(threads)], cwd=HERE, env=env,
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                          bufsize=1)
+            self._proc = subprocess.Popen(module_command(WORKER, python) + [peer, "--threads", str(threads)],
+                                          cwd=REPO, env=module_env(env), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
         try:
             hello = self._reply()
         except PeerError:

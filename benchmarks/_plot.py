@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from _paper import REFERENCE  # noqa: E402
+from ._paper import REFERENCE  # noqa: E402
 
 COLORS = {"ours": "#1f77b4", "gluoncv": "#ff7f0e", "timm": "#2ca02c",
           "ours-mxnet": "#1f77b4", "ours-onnxruntime": "#6baed6", "ours-openvino": "#08306b",

@@ -19,9 +19,9 @@ latency.json (schema "resnest-gluon/latency/1"):
 import datetime
 import os
 
-from _bench import command_line
-from _paper import GPU_IMG_PER_S, REFERENCE
-from _timing import NOISY_SPREAD
+from ._bench import command_line
+from ._paper import GPU_IMG_PER_S, REFERENCE
+from ._timing import NOISY_SPREAD
 
 
 def add_ratios(results):

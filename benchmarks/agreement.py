@@ -1,6 +1,6 @@
 """Top-1 agreement of the low-precision inference paths with float32 on a real validation set.
 
-    .venv/bin/python benchmarks/agreement.py --rec-val out/demo/data/rec/val.rec \
+    .venv/bin/python -m benchmarks.agreement --rec-val out/demo/data/rec/val.rec \
         --params out/demo/train/ckpt-0007.params --calib-rec out/demo/data/rec/train.rec
 
 The model, classes and evaluation transform come with the checkpoint (``--model`` / ``--crop-size`` ... override
@@ -18,8 +18,12 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.agreement
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
+
+    _launch.run_as_module(__file__)
+
+from ._launch import ROOT as REPO  # noqa: E402
 
 
 def build_parser():

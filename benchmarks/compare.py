@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Ours (MXNet, and our ONNX file in ONNX Runtime and OpenVINO) vs GluonCV vs timm (eager, and its ONNX file in the
-same engines) in one run, with ratios and the speed goals of issues 6 and 18 checked.
+same engines) in one run, with ratios and the speed goals checked.
+
+    python -m benchmarks.compare --threads 2        (from the repository root; python benchmarks/compare.py works too)
 
 Cases: fp32 inference, the fp32 training step and low-precision (bfloat16, int8) inference.
 
@@ -16,14 +18,15 @@ import textwrap
 import traceback
 from contextlib import ExitStack
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.compare
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
 
-import _cases  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
-import _peers  # noqa: E402
-import _recipe  # noqa: E402
-from _bench import alternate, build, in_process, machine_info, parse_spec, positive, set_threads  # noqa: E402
-from _timing import summarize, warm_up  # noqa: E402
+    _launch.run_as_module(__file__)
+
+# these helpers import no framework: threads must be set before mxnet loads
+from . import _cases, _peers, _recipe  # noqa: E402
+from ._bench import alternate, build, in_process, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from ._timing import summarize, warm_up  # noqa: E402
 
 DEFAULT_MODELS = ("resnest50@224",)
 DEFAULT_ROUNDS = 3
@@ -52,21 +55,20 @@ models: NAME[@SIZE] (default: {' '.join(DEFAULT_MODELS)}); both naming schemes w
   (timm: resnest50 -> resnest50d, resnest101 -> resnest101e, ...); a peer without it (GluonCV has no
   resnest50_fast_*) is reported n/a.
 peers: GluonCV (MXNet, --gluoncv-python) and timm (PyTorch, --torch-python; it also writes timm's ONNX files) each run
-  in one persistent benchmarks/_peer_worker.py process (gluoncv cannot import beside torch >= 2), which builds,
-  prepares and warms up a model on request and times it when asked; the ONNX files run in this process.
-  `--peers` with no name times ours alone; `--backends` picks our sides.
+  in one persistent worker process (python -m benchmarks._peer_worker; gluoncv cannot import beside torch >= 2),
+  which builds, prepares and warms up a model on request and times it when asked; the ONNX files run in this
+  process. `--peers` with no name times ours alone; `--backends` picks our sides.
 timing: after --warmup untimed batches, each round times --iters batches or --seconds seconds, whichever ends
   first (default: {DEFAULT_SECONDS:g} s, at least one batch), per side; --threads N (default: $OMP_NUM_THREADS or
   the CPUs this process may use) is exported as OMP/MKL/MXNet thread counts before mxnet loads and given to
   torch.set_num_threads and to the engines. Both MXNet processes enable Intel AMX (resnest_gluon.deploy.amx) before
   any model runs, so the bf16/int8 cases get it after the fp32 ones (torch uses AMX by itself); machine.amx says
   whether it is on.
-goals (resnest50@224): issue 6 (our MXNet path): fp32 inference ours-mxnet/gluoncv >= 2.5 and ours-mxnet/timm >= 1.3
-  at batch 1 and 16; training step ours-mxnet/gluoncv >= 3 and ours-mxnet/timm >= 1 at batch 16; bf16 and int8
-  >= 25 img/s at batch 16. Issue 18 (the engines): ours-onnxruntime/timm-onnxruntime >= 1.1 (fp32, batch 1 and 16),
-  ours-openvino/timm-openvino >= 1.1 (fp32 batch 1 and 16, bf16 batch 16), and the best of ours / the best peer
-  >= 1.2 for fp32 b1, fp32 b16, bf16 b16 and int8 b16. Printed as PASS/FAIL/n/a for every model of the run; the exit
-  code does not depend on them.
+goals (stated for resnest50@224; printed as PASS/FAIL/n/a for every model of the run; the exit code does not
+  depend on them), by group:
+{chr(10).join(textwrap.fill(f"{group} ({what}): " + "; ".join(g.name for g in _cases.GOALS if g.group == group),
+                            114, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False)
+              for group, what in _cases.GOAL_GROUPS.items())}
 output: a table on stdout (img/s per side, best ours / best peer), OUT/compare.json (schema resnest-gluon/compare/2:
   machine with the load average at start and end, command line, protocol, engine versions, per case and side the
   latencies of every round and img/s, the best of ours and of the peers, goals) and OUT/compare.png (img/s per case
@@ -105,8 +107,9 @@ def build_parser():
 
 def prepare_ours(spec, case, ctx):
     """Our MXNet side of a case: (step, params)."""
-    import _mx_prep
     from resnest_gluon import count_params
+
+    from . import _mx_prep
 
     net = build(spec.name)
     step = _mx_prep.make_case_step(net, case.spec.mode, case.batch_size, spec.input_size, case.spec.dtype, ctx)
@@ -132,7 +135,7 @@ def prepare_side(side, spec, case, args, ctx, workers, files):
             step, params = prepare_ours(spec, case, ctx)
             info = {"model": model, "available": True, "params": params}
         elif engine:
-            import _engines
+            from . import _engines
 
             who = "ours" if ours else "timm"
             onnx_model = files.model(who, spec, model, case.spec.dtype)
@@ -189,7 +192,7 @@ def main(argv=None):
     threads = set_threads(args.threads)
     args.threads = threads
 
-    import _mx_prep  # imports mxnet, now that the thread variables are set
+    from . import _mx_prep  # imports mxnet, now that the thread variables are set
 
     try:
         specs = [parse_spec(text) for text in args.models]
@@ -210,7 +213,7 @@ def main(argv=None):
         except _peers.PeerError as err:
             parser.error(str(err))
 
-    import _engines
+    from . import _engines
 
     info = machine_info(threads)
     info["amx"] = _mx_prep.enable_amx()  # before any model runs (the GluonCV worker does the same)
@@ -231,7 +234,7 @@ def main(argv=None):
 
 def table(results, sides):
     """The printed table: img/s of every side and best ours / best peer, one line per model and case."""
-    from _report import fmt, format_table, noisy_notes
+    from ._report import fmt, format_table, noisy_notes
 
     lines = [["model", "case", "dtype", "batch"] + [f"{side}" for side in sides] + ["best ours/peer"]]
     for r in results:
@@ -250,20 +253,20 @@ def table(results, sides):
 
 
 def goal_lines(goals):
-    lines = ["goals (issues 6 and 18, stated for resnest50@224; reported, not asserted):"]
-    for g in goals:
-        verdict = "n/a " if g["passed"] is None else ("PASS" if g["passed"] else "FAIL")
-        value = f"{g['value']:.2f}" if g["value"] is not None else g["note"]
-        lines.append(f"  {verdict}  #{g['issue']} {g['label']} {g['case']}: {g['metric']} {value} "
-                     f"(goal >= {g['target']:g})")
+    lines = ["goals (stated for resnest50@224; reported, not asserted):"]
+    for group, what in _cases.GOAL_GROUPS.items():
+        chosen = [g for g in goals if g["group"] == group]
+        if chosen:
+            lines.append(f"  {what}:")
+        for g in chosen:
+            verdict = "n/a " if g["passed"] is None else ("PASS" if g["passed"] else "FAIL")
+            value = f"{g['value']:.2f}" if g["value"] is not None else g["note"]
+            lines.append(f"    {verdict}  {g['label']} {g['case']}: {g['metric']} {value} (goal >= {g['target']:g})")
     return "\n".join(lines)
 
 
 def report(args, info, results, peer_env, engines):
-    import _engines
-    import _mx_prep
-    import _plot
-    import _report
+    from . import _engines, _mx_prep, _plot, _report
 
     goals = _cases.check_goals(results)
     print(table(results, args.sides))

@@ -9,14 +9,20 @@ Pipelines (all: random-resized crop, flip, colour jitter 0.4, PCA lighting 0.1, 
 Each measurement runs in its own process pinned to the first N cores (``--cores 1,2``), with N decoding
 threads/workers and OMP_NUM_THREADS=1. Prints a table and ratios; writes JSON and a PNG bar chart.
 
-    python benchmarks/data_throughput.py --make-data 1000 --cores 1,2 --out out/data_throughput
+    python -m benchmarks.data_throughput --make-data 1000 --cores 1,2 --out out/data_throughput
 """
 import argparse
 import json
 import os
 import subprocess
-import sys
 import time
+
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.data_throughput
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
+
+    _launch.run_as_module(__file__)
+
+from ._launch import module_command, module_env  # noqa: E402
 
 PIPELINES = ("ours_recorditer", "ours_loader", "official")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -103,10 +109,11 @@ def _child(args):
 
 
 def _run_child(args, pipeline, cores):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--pipeline", pipeline, "--cores-one", str(cores),
-           "--rec", args.rec, "--idx", args.idx, "--input-size", str(args.input_size), "--batch-size",
-           str(args.batch_size), "--batches", str(args.batches), "--warmup", str(args.warmup)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", OPENCV_NUM_THREADS="1")
+    cmd = module_command("data_throughput") + [
+        "--child", "--pipeline", pipeline, "--cores-one", str(cores), "--rec", args.rec, "--idx", args.idx,
+        "--input-size", str(args.input_size), "--batch-size", str(args.batch_size), "--batches", str(args.batches),
+        "--warmup", str(args.warmup)]
+    env = module_env(dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", OPENCV_NUM_THREADS="1"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -159,7 +166,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     if args.child:
         return _child(args)
     if not args.rec:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Our dense models (Faster R-CNN FPN, DeepLabV3 on ResNeSt) against GluonCV's same models, timed in one run.
 
-    python benchmarks/dense_speed.py --threads 2          # detection at 512 px short side, segmentation at 480 px
+    python -m benchmarks.dense_speed --threads 2       # detection at 512 px short side, segmentation at 480 px
 
 Each pair shares its weights: GluonCV's model is built with random weights and saved, ours loads that file through
 ``load_gluoncv_params``, and before timing the two are checked to give the same output on the benchmark image (so
@@ -15,17 +15,20 @@ import os
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.dense_speed
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
 
-import _peers  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
-from _bench import alternate, in_process, machine_info, positive, set_threads  # noqa: E402
-from _report import format_table, header, noisy_notes, write_outputs  # noqa: E402
-from _timing import summarize, warm_up  # noqa: E402
+    _launch.run_as_module(__file__)
+
+# these helpers import no framework: threads must be set before mxnet loads
+from . import _peers  # noqa: E402
+from ._bench import alternate, in_process, machine_info, positive, set_threads  # noqa: E402
+from ._report import format_table, header, noisy_notes, write_outputs  # noqa: E402
+from ._timing import summarize, warm_up  # noqa: E402
 
 SCHEMA = "resnest-gluon/dense-speed/1"
 TASKS = ("detection", "segmentation")
-GOAL = 1.5  # the speed-up over GluonCV this project aims at (issue: "Speed, side by side")
+GOAL = 1.5  # the speed-up over GluonCV's same model this project aims at (ours / GluonCV img/s)
 
 
 def build_parser():
@@ -159,7 +162,7 @@ def main(argv=None):
 
 
 def _chart(path, results, machine):
-    from _plot import compare_chart
+    from ._plot import compare_chart
 
     rows = [{"case": f"{r['task']} {r['input_hw'][0]}x{r['input_hw'][1]}", "label": r["model"],
              "sides": {"ours": {"available": True, "img_per_s": r["img_per_s"],

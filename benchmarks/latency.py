@@ -5,6 +5,8 @@ Each model is built with random weights (speed does not depend on the weight val
 static_alloc=True and static_shape=True, warmed up, then timed batch by batch, each batch synchronised with
 wait_to_read(). The table gives per-batch latency (p50/p90), img/s, the paper's V100 img/s and, since a CPU cannot
 be compared with a V100 in absolute terms, each model's img/s relative to resnest50@224, in our run and in the paper.
+
+    python benchmarks/latency.py --threads 2        (or python -m benchmarks.latency from the repository root)
 """
 import argparse
 import gc
@@ -12,13 +14,15 @@ import os
 import sys
 from contextlib import ExitStack
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.latency
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
 
-import _paper  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
-import _peers  # noqa: E402
-from _bench import alternate, build, in_process, machine_info, parse_spec, positive, set_threads  # noqa: E402
-from _timing import summarize, warm_up  # noqa: E402
+    _launch.run_as_module(__file__)
+
+# these helpers import no framework: threads must be set before mxnet loads
+from . import _paper, _peers  # noqa: E402
+from ._bench import alternate, build, in_process, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from ._timing import summarize, warm_up  # noqa: E402
 
 CPU_BATCH_SIZE = 16
 DEFAULT_ITERS = 20
@@ -75,7 +79,7 @@ def measure(spec, batch, args, ctx, workers):
     """One table row: ours and each peer that has this architecture, timed in alternating rounds."""
     from resnest_gluon import count_params
 
-    import _mx_prep
+    from . import _mx_prep
 
     print(f"[latency] {spec.label} batch {batch}: building and warming up", file=sys.stderr, flush=True)
     net = build(spec.name)
@@ -106,7 +110,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
 
-    import _mx_prep  # imports mxnet, now that the thread variables are set
+    from . import _mx_prep  # imports mxnet, now that the thread variables are set
 
     assert set(_mx_prep.SUPPORTED_CTX) <= set(DTYPES), "DTYPES must list resnest_gluon.deploy's dtypes"
     if args.ctx not in _mx_prep.SUPPORTED_CTX[args.dtype]:
@@ -149,8 +153,7 @@ def main(argv=None):
 
 
 def report(args, info, results, peer_env):
-    import _plot
-    import _report
+    from . import _plot, _report
 
     _report.add_ratios(results)
     checks = _report.order_check(results)

@@ -6,19 +6,23 @@ training step), with operator bulking off so that every operator is timed on its
 states a bound: the img/s the model would reach if everything but its convolutions took no time. A speed goal above
 that bound cannot be met by rearranging the rest of the graph. Writes OUT/op_profile.json, OUT/op_profile.png and
 MXNet's trace of the profiled batches, OUT/op_profile_trace.json (open it in chrome://tracing or Perfetto).
+
+    python -m benchmarks.op_profile --model resnest50 --batch 16 --threads 2   (python benchmarks/op_profile.py too)
 """
 import argparse
 import json
 import os
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.op_profile
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
 
-import _peers  # noqa: E402  (these helpers import no framework: threads must be set before mxnet loads)
-from _bench import build, machine_info, parse_spec, positive, set_threads  # noqa: E402
-from _timing import warm_up  # noqa: E402
+    _launch.run_as_module(__file__)
+
+# these helpers import no framework: threads must be set before mxnet loads
+from . import _peers  # noqa: E402
+from ._bench import build, machine_info, parse_spec, positive, set_threads  # noqa: E402
+from ._timing import warm_up  # noqa: E402
 
 MODES = ("infer", "train")
 DTYPES = ("float32", "bfloat16", "int8")  # CPU inference dtypes of resnest_gluon.deploy; training is float32
@@ -83,7 +87,7 @@ def summarize_ops(ops, iters, batch, wall_s):
 
 
 def table(summary):
-    from _report import format_table
+    from ._report import format_table
 
     lines = [["operator", "calls/batch", "ms/batch", "share"]]
     for r in summary["operators"][:TOP]:
@@ -114,9 +118,7 @@ def main(argv=None):
     except ValueError as err:
         parser.error(f"--model: {err}")
 
-    import _mx_prep
-    import _plot
-    import _report
+    from . import _mx_prep, _plot, _report
 
     info = machine_info(threads)
     info["amx"] = _mx_prep.enable_amx()

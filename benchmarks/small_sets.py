@@ -10,19 +10,22 @@ what is noise:
   grey: blocky, low resolution, little texture;
 - ``noisy``: grey shapes at low contrast under heavy pixel noise and blur.
 
-    python benchmarks/small_sets.py out/small-sets --train-per-class 144 --val-per-class 36
+    python -m benchmarks.small_sets out/small-sets --train-per-class 144 --val-per-class 36
 
 writes ``out/small-sets/<set>/{train,val}/<class>/*.jpg`` for every set (or ``--sets strokes,noisy``).
 """
 import argparse
 import math
 import os
-import sys
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+if __name__ == "__main__" and not __package__:  # run as a file: rerun as python -m benchmarks.small_sets
+    import _launch  # the script's folder is sys.path[0] when Python runs a file
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _launch.run_as_module(__file__)
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
 from resnest_gluon import demo_data  # noqa: E402
 
 # No class is the mirror image of another: training flips images left-right.

@@ -160,7 +160,7 @@ def _run_pack_detection(args):
 
 
 def _run_check(args):
-    from . import checking
+    from resnest_gluon.data import checking
     from .atomic import atomic_files
 
     summary = checking.check(args.prefix, sample=args.sample, num_classes=args.num_classes, seed=args.seed,

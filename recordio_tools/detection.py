@@ -315,23 +315,3 @@ def pack_detection(source, prefix, fmt, root=None, split=None, classes_file=None
         report.dump(tmp_report)
     log.info("packed %d images, %d boxes in %.1f s", report.packed, report.boxes, report.seconds)
     return report
-
-
-# ---------------------------------------------------------------------------------------------------- reading
-def is_detection_label(labels):
-    """True when a header's labels have im2rec's detection layout: [header width >= 2, object width >= 5, ...]
-    with the objects filling the rest exactly."""
-    if len(labels) < 2:
-        return False
-    hw, ow = labels[0], labels[1]
-    return (hw == int(hw) and ow == int(ow) and 2 <= hw <= len(labels) and ow >= 5
-            and (len(labels) - int(hw)) % int(ow) == 0)
-
-
-def parse_objects(labels):
-    """``(objects array (N, object width), problem or None)`` of a detection label vector."""
-    if not is_detection_label(labels):
-        return None, "label of %d values is not a detection label [header width, object width, objects...]" \
-            % len(labels)
-    hw, ow = int(labels[0]), int(labels[1])
-    return np.asarray(labels[hw:], np.float64).reshape(-1, ow), None

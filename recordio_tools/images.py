@@ -15,12 +15,13 @@ Policies:
 """
 import io
 import math
-import threading
 import warnings
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+from resnest_gluon.data.strict_images import load_strict
 
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ 7300 x 5500; the largest ImageNet train image is about 4 Mpx (~ 2600 x 1700)
 
@@ -97,23 +98,6 @@ def _to_rgb(im, notes):
         return np.asarray(im.convert("RGB"))
     except Exception as e:
         raise ImageRejected("unsupported_mode", "cannot convert mode %s to RGB: %s" % (mode, e)) from None
-
-
-_STRICT_LOCK = threading.Lock()
-
-
-def load_strict(im):
-    """``im.load()`` that raises on a truncated file whatever PIL's process-wide ``LOAD_TRUNCATED_IMAGES`` says.
-
-    Other libraries set that flag at import (gluoncv does), after which PIL pads truncated files with grey
-    silently; a packer or checker must see the error instead.
-    """
-    with _STRICT_LOCK:
-        old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-        try:
-            im.load()
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
 def decode_rgb(data, max_pixels=DEFAULT_MAX_PIXELS, downscale_huge=True):

@@ -6,24 +6,38 @@
     export_onnx(net, "resnest50.onnx")                           # for ONNX Runtime / OpenVINO, classes inside
     net = load_trained("runs/x/ckpt-0007.params")                # a checkpoint with its classes and data config
 
-This package never imports gluoncv (gluoncv 0.10.5 refuses to import beside torch >= 2).
+Importing the package is light: each name below is imported on first use, and the fused operator is compiled or
+loaded when the first network is built. This package never imports gluoncv at import time (gluoncv 0.10.5
+refuses to import beside torch >= 2); the dense models import it when one is built.
 """
-from .deploy import attention_op
+import importlib
+import importlib.util
 
-attention_op.load()  # before any network is built: the blocks pick the fused operator up at construction
+from ._lazy import lazy_attributes
+from .config import DataConfig, DenseDataConfig, __version__
 
-from .deploy import export_onnx, optimize  # noqa: E402
-from .dropblock import DropBlock, get_drop_prob, set_drop_prob
-from .resnest import FEATURE_STRIDES, Bottleneck, ResNeSt
-from .splat import SplitAttentionConv
-from .trained import ModelInfo, export, load_trained, save_trained
-from .zoo import *  # noqa: F401,F403  (get_model, list_models and one constructor per model name)
-from .zoo import (CONSTRUCTORS, DataConfig, ModelConfig, count_flops, count_params, get_config, get_model,
-                  list_models, load_weights)
+_EXPORTS = {
+    "get_model": ".registry", "list_models": ".registry", "register_model": ".registry",
+    "get_config": ".zoo", "load_weights": ".weights", "count_params": ".zoo", "count_flops": ".zoo",
+    "ModelConfig": ".zoo", "CONSTRUCTORS": ".zoo",
+    "optimize": ".deploy", "export_onnx": ".deploy",
+    "load_trained": ".trained", "save_trained": ".trained", "export": ".trained", "ModelInfo": ".trained",
+    "ResNeSt": ".resnest", "Bottleneck": ".resnest", "FEATURE_STRIDES": ".resnest",
+    "SplitAttentionConv": ".splat", "DropBlock": ".dropblock", "set_drop_prob": ".dropblock",
+    "get_drop_prob": ".dropblock",
+}
 
-__version__ = "0.1.0"
-__all__ = ["get_model", "list_models", "get_config", "load_weights", "count_params", "count_flops", "optimize",
-           "export_onnx",
-           "load_trained", "save_trained", "export", "ModelInfo",
-           "DataConfig", "ModelConfig", "ResNeSt", "Bottleneck", "SplitAttentionConv", "DropBlock", "set_drop_prob", "get_drop_prob",
-           "FEATURE_STRIDES"] + list(CONSTRUCTORS)
+
+def _other(name):
+    """A subpackage (``resnest_gluon.deploy``), ``resnest50`` and the other model constructors, or ``__all__``."""
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    constructors = importlib.import_module(".zoo", __name__).CONSTRUCTORS
+    if name == "__all__":
+        return sorted(set(_EXPORTS) | {"DataConfig", "DenseDataConfig"}) + list(constructors)
+    if name in constructors:
+        return constructors[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _other)

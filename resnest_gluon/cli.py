@@ -8,7 +8,10 @@ A trained weights file carries its model, classes and data config (:mod:`resnest
 """
 import os
 
-from .deploy import CALIB_MODES, DTYPES
+from .data.val import ValRecordIter
+from .deploy import BACKENDS, CALIB_MODES, DTYPES
+from .deploy.onnx_quantize import onnx_precision
+from .trained import is_onnx, resolve
 
 __all__ = ["add_model_arguments", "add_data_config_arguments", "data_config_changes", "model_info",
            "add_backend_arguments", "add_precision_arguments", "optimize_kwargs"]
@@ -55,8 +58,6 @@ def model_info(args):
     """The :class:`~resnest_gluon.trained.ModelInfo` the flags describe (see :func:`resnest_gluon.trained.resolve`);
     ``ValueError`` / ``FileNotFoundError`` naming the file or the contradiction. An unset ``--dtype`` becomes the
     weights' own precision here."""
-    from .trained import is_onnx, resolve
-
     if args.params and not os.path.isfile(args.params):
         raise FileNotFoundError(f"--params: file not found: {args.params!r}")
     if args.num_classes is not None and args.num_classes < 1:
@@ -64,8 +65,6 @@ def model_info(args):
     if getattr(args, "dtype", "float32") is None:  # what the file is (a quantized .onnx: int8), else float32
         args.dtype = "float32"
         if args.params and is_onnx(args.params):
-            from .deploy.onnx_quantize import onnx_precision
-
             args.dtype = onnx_precision(args.params)
     return resolve(args.params, args.model, args.num_classes, args.classes, data_config_changes(args),
                    pretrained=getattr(args, "pretrained", False))
@@ -73,8 +72,6 @@ def model_info(args):
 
 def add_backend_arguments(parser):
     """Adds ``--backend`` (mxnet, onnxruntime, openvino) and ``--threads`` (the engines' thread count)."""
-    from .deploy import BACKENDS
-
     parser.add_argument("--backend", choices=BACKENDS,
                         help="inference engine (default: mxnet; onnxruntime for an .onnx --params): onnxruntime and "
                              "openvino run the .onnx file, or the network exported to ONNX on the fly")
@@ -104,13 +101,8 @@ def optimize_kwargs(args, data_config, batch_size):
     ``ValueError`` naming the flag when one is missing or wrong."""
     if args.dtype != "int8":
         return {}
-    from .data import ValRecordIter
-    from .trained import is_onnx
-
     params = getattr(args, "params", None)
     if params and is_onnx(params) and os.path.isfile(params):
-        from .deploy.onnx_quantize import onnx_precision
-
         if onnx_precision(params) == "int8":
             return {}  # quantized already
     if not args.calib_rec:

@@ -74,3 +74,7 @@ class Distributed:
     def allgather_object(self, obj):
         """Every rank's ``obj`` (any picklable Python object), as a list in rank order."""
         return [obj] if self.hvd is None else self.hvd.allgather_object(obj)
+
+    def from_root(self, obj):
+        """Rank 0's ``obj`` (any picklable Python object) on every rank; the others' arguments are ignored."""
+        return obj if self.hvd is None else self.hvd.allgather_object(obj if self.is_root else None)[0]

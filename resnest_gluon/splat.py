@@ -9,7 +9,7 @@ The block is laid out for MXNet's CPU kernels (measured on ResNeSt-50; docs/perf
   reduction, which alone took a fifth of a training step; for inference (:func:`set_inference_layout`, called by
   :func:`resnest_gluon.optimize`) it is ``broadcast_mul``, which has bfloat16 kernels where ``dot`` has none;
 - the radix splits are summed with ``slice_axis`` + ``add_n`` on 4-D tensors;
-- on CPU, when the fused operator is built (:mod:`resnest_gluon.deploy.attention_op`), the scaling and the radix sum
+- on CPU, when the fused operator is built (:mod:`resnest_gluon.ops.attention_op`), the scaling and the radix sum
   (the three items above) are one operator, forward and backward (``fused_attention``, :func:`set_fused_attention`);
 - a grouped convolution whose groups have a channel count that is not a multiple of 8 (``resnest50_fast_2s2x40d``
   and ``4s2x40d``) gets a plain-layout output (:func:`_plain_after_conv`): for 4k channels oneDNN makes it
@@ -23,7 +23,7 @@ import mxnet as mx
 from mxnet.autograd import pause as autograd_pause
 from mxnet.gluon import nn
 
-from .deploy import attention_op
+from .ops import attention_op
 
 __all__ = ["SplitAttentionConv", "radix_softmax", "scale_channels", "set_inference_layout", "set_fused_attention",
            "set_onnx_layout", "fused_attention_off_device"]
@@ -152,7 +152,7 @@ def set_fused_attention(net, enabled=True):
     Same numbers either way (float32 rounding aside); the fused operator runs on CPU only. Takes effect at the next
     ``hybridize()`` or imperative call. Turn it off before ``export()`` for a graph that loads without this package.
     """
-    enabled = enabled and attention_op.available()
+    enabled = enabled and attention_op.load()
 
     def put(block):
         if isinstance(block, SplitAttentionConv):
@@ -205,7 +205,7 @@ class SplitAttentionConv(nn.HybridBlock):
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
         self.inference_layout, self.inference_dtype = False, "float32"  # see set_inference_layout
         self.onnx_layout = None  # see set_onnx_layout: the feature map's (H, W) in that layout
-        self.fused_attention = attention_op.available()  # see set_fused_attention
+        self.fused_attention = attention_op.load()  # built or loaded on first use; see set_fused_attention
         self._plain_after_conv = _plain_after_conv(in_channels // (cardinality * radix))
         self._plain_input_grad = _plain_input_grad(in_channels // (cardinality * radix))
         with self.name_scope():

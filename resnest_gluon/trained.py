@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 import mxnet as mx
 
 from .atomic import atomic_write, write_json
-from .dense import DenseDataConfig, default_data_config, dense_task, split_dense_name
-from .zoo import DataConfig, classes_in_params, get_config, get_model, load_weights
+from .config import DataConfig, DenseDataConfig
+from .ops import attention_op
+from .registry import get_model, model_entry
+from .weights import classes_in_params, load_weights
 
 __all__ = ["ModelInfo", "SCHEMA", "IMAGENET_CLASSES_FILE", "load_class_names", "info_path", "read_info",
-           "write_info", "resolve", "save_trained", "export", "load_trained"]
+           "write_info", "read_onnx_info", "ONNX_METADATA_KEY", "resolve", "save_trained", "export", "load_trained"]
 
 SCHEMA = "resnest-gluon/model/1"
+ONNX_METADATA_KEY = "resnest_gluon.model_info"  # where an exported .onnx file keeps its ModelInfo JSON
 # The 1000 ILSVRC-2012 class names in synset-sorted order (label i = line i), as GluonCV's ImageNet1kAttr.
 # Two names repeat in that list; here they read 'crane (bird)'/'crane (machine)' and 'maillot'/'tank suit'.
 IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.txt")
@@ -90,6 +93,7 @@ class ModelInfo:
             return load_weights(self.build(ctx), path, ctx=ctx)
         import warnings
 
+        attention_op.load()  # a graph exported with the fused operator names it
         with warnings.catch_warnings():  # SymbolBlock's note that the file's weights carry no dtype: harmless here
             warnings.simplefilter("ignore", UserWarning)
             net = mx.gluon.SymbolBlock.imports(path, ["data"], f"{m.group(1)}-0000.params", ctx=ctx)
@@ -99,12 +103,12 @@ class ModelInfo:
 
 def is_dense(name):
     """Whether ``name`` is a dense prediction model's (``deeplab_resnest50``, ``faster_rcnn_fpn_resnest50``, ...)."""
-    return split_dense_name(name) is not None
+    return model_entry(name).task != "classification"
 
 
 def canonical_name(name):
     """The registry's name for ``name`` (aliases resolved, lower case); ``ValueError`` with hints when unknown."""
-    return name.lower() if is_dense(name) else get_config(name).name
+    return model_entry(name).name
 
 
 def _attach(net, info):
@@ -157,8 +161,6 @@ def read_info(path):
     its metadata (:func:`~resnest_gluon.deploy.export_onnx`).
     """
     if is_onnx(path):
-        from .deploy.onnx_export import read_onnx_info
-
         return read_onnx_info(path)
     meta_path = info_path(path)
     if not os.path.isfile(meta_path):
@@ -175,10 +177,26 @@ def read_info(path):
             return ModelInfo.from_dict(doc["model"])
         run = doc.get("run")
         if isinstance(run, dict) and "model" in run and "num_classes" in run:  # an older checkpoint
-            return ModelInfo(run["model"], int(run["num_classes"]), get_config(run["model"]).data)
+            return ModelInfo(run["model"], int(run["num_classes"]), model_entry(run["model"]).data_config)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{meta_path}: the model information of {path} is malformed: {err}") from None
     return None  # some other JSON that happens to share the name
+
+
+def read_onnx_info(path):
+    """The :class:`ModelInfo` an ONNX file carries in its metadata (written by
+    :func:`~resnest_gluon.deploy.export_onnx`); ``ValueError`` naming the file when it has none."""
+    try:
+        import onnx  # the deploy extra, needed only for .onnx files
+    except ImportError as err:
+        raise ImportError("reading an .onnx file needs the onnx package: pip install -r requirements-deploy.txt") \
+            from err
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_METADATA_KEY not in props:
+        raise ValueError(f"{path}: no {ONNX_METADATA_KEY} in its metadata_props (not written by resnest_gluon's "
+                         f"export_onnx); give the model, classes and data config yourself")
+    return ModelInfo.from_dict(json.loads(props[ONNX_METADATA_KEY]))
 
 
 def write_info(params_path, info, **extra):
@@ -227,7 +245,7 @@ def resolve(params=None, model=None, num_classes=None, class_names=None, data_ch
     if info:
         data = info.data_config
     else:
-        data = default_data_config(dense_task(name)) if is_dense(name) else get_config(name).data
+        data = model_entry(name).data_config
     changes = {k: v for k, v in (data_changes or {}).items() if v is not None}
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(data)})
     if unknown:
@@ -263,7 +281,7 @@ def export(net, prefix, epoch=0, class_names=None, data_config=None):
     ``P-0000.json``. Each file appears complete or not at all. Returns the symbol and params paths.
 
     The graph is traced at the data config's input size. Graphs holding the fused split-attention operator need
-    ``import resnest_gluon`` before ``SymbolBlock.imports`` (:func:`load_trained` does it); call
+    ``resnest_gluon.ops.attention_op.load()`` before ``SymbolBlock.imports`` (:func:`load_trained` does it); call
     ``resnest_gluon.splat.set_fused_attention(net, False)`` first for a graph plain MXNet loads.
     """
     info = info_of(net, class_names, data_config)

@@ -67,15 +67,15 @@ def run_python(code, python=sys.executable, **kwargs):
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
-    """``scripts/demo.py --quick`` run once: tests/test_demo.py checks it, the detection demo's test takes its
-    checkpoint as the backbone."""
+    """``python -m demos.classification --quick`` (make demo's program) run once: tests/test_demo.py checks it, the
+    detection demo's test takes its checkpoint as the backbone."""
     if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "horovodrun")):
         pytest.skip("needs horovodrun next to the interpreter")
     out = tmp_path_factory.mktemp("demo") / "out"
     out.mkdir()
     (out / "stale.txt").write_text("from an older run")
     (out / ".resnest-demo").write_text("")  # a previous demo's folder: deleted, not reused
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "demo.py"), "--out", str(out), "--quick"],
+    proc = subprocess.run([sys.executable, "-m", "demos.classification", "--out", str(out), "--quick"],
                           capture_output=True, text=True, timeout=400, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return out, proc

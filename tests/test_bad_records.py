@@ -12,7 +12,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import recgen  # noqa: E402
 from resnest_gluon.data import RecordTrainIter, RecordTrainLoader  # noqa: E402
 from resnest_gluon.data import bad_records  # noqa: E402
-from resnest_gluon.data.bad_records import TooManyBadRecords, check_bad_fraction, scan_bad_records  # noqa: E402
+from resnest_gluon.data.bad_records import (BadRecordLimit, TooManyBadRecords, check_bad_fraction,  # noqa: E402
+                                            scan_bad_records)
 
 N = 30
 DAMAGED, EMPTY = 7, 19
@@ -55,9 +56,9 @@ def test_scan_names_damaged_and_empty_records_once_per_file(rec, monkeypatch):
     cached = json.load(open(rec_path + ".bad.json"))
     assert cached["identity"]["rec_size"] == os.path.getsize(rec_path) and len(cached["bad"]) == 2
 
-    import recordio_tools.checking
+    from resnest_gluon.data import bad_records
 
-    monkeypatch.setattr(recordio_tools.checking, "check", lambda *a, **k: pytest.fail("scanned twice"))
+    monkeypatch.setattr(bad_records, "check", lambda *a, **k: pytest.fail("scanned twice"))
     assert scan_bad_records(rec_path, idx_path) == bad  # from the cache
     os.utime(rec_path, ns=(0, 0))  # a changed file is scanned again
     with pytest.raises(pytest.fail.Exception, match="scanned twice"):
@@ -111,10 +112,20 @@ def test_loader_replaces_bad_records_by_the_next_and_reports_them(rec):
     assert "not a decodable image" in loader.dataset.problem(EMPTY)[2]
 
 
-def test_bad_share_above_the_limit_stops_naming_file_and_counts():
-    check_bad_fraction(1, 1000, 0.001, "t.rec")
-    with pytest.raises(TooManyBadRecords, match=r"t.rec: 2 of 1000 records .*0.20% > --max-bad-records-fraction"):
-        check_bad_fraction(2, 1000, 0.001, "t.rec")
+def test_bad_records_stop_the_run_above_both_the_share_and_the_count():
+    share_only = BadRecordLimit(fraction=0.001, count=0)
+    check_bad_fraction(1, 1000, share_only, "t.rec")
+    with pytest.raises(TooManyBadRecords, match=r"t.rec: 2 of 1000 records .*0.20% > --max-bad-records-fraction "
+                                                r"0.001 and > --max-bad-records 0"):
+        check_bad_fraction(2, 1000, share_only, "t.rec")
+    default = BadRecordLimit()  # 0.1 % and 10 records
+    check_bad_fraction(2, 1437, default, "t.rec")  # 0.14 % of a small set: a few damaged images pass
+    check_bad_fraction(10, 1437, default, "t.rec")
+    with pytest.raises(TooManyBadRecords):
+        check_bad_fraction(11, 1437, default, "t.rec")
+    check_bad_fraction(900, 1_000_000, default, "t.rec")  # many, but a small share of a large set
+    with pytest.raises(TooManyBadRecords):
+        check_bad_fraction(1001, 1_000_000, default, "t.rec")
 
 
 def test_scan_also_flags_images_only_opencv_rejects(tmp_path):

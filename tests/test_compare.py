@@ -1,4 +1,4 @@
-"""benchmarks/compare.py: one run times every case on every side (ours in MXNet, ONNX Runtime and OpenVINO; GluonCV;
+"""benchmarks.compare: one run times every case on every side (ours in MXNet, ONNX Runtime and OpenVINO; GluonCV;
 timm eager and its ONNX file in both engines) and reports JSON, ratios, goals and a PNG; the training step really
 trains; a side that cannot prepare is reported, not raised; bad arguments fail with a clear message.
 
@@ -15,26 +15,19 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from benchmarks import _cases, _mx_prep, _peers, _report, compare
+from benchmarks._timing import median
 from conftest import REPO
-
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import _cases  # noqa: E402
-import _mx_prep  # noqa: E402
-import _peers  # noqa: E402
-import _report  # noqa: E402
-import compare  # noqa: E402
-from _timing import median  # noqa: E402
-from test_latency import check_png, check_stats  # noqa: E402
-
-from resnest_gluon import get_model  # noqa: E402
-from resnest_gluon.deploy.amx import bfloat16_supported  # noqa: E402
-from resnest_gluon.deploy.engines import engine_bfloat16_supported  # noqa: E402
+from resnest_gluon import get_model
+from resnest_gluon.deploy.amx import bfloat16_supported
+from resnest_gluon.deploy.engines import engine_bfloat16_supported
+from test_latency import check_png, check_stats
 
 CASES = ("infer-b1", "infer-b2", "train-b2", "bf16-b2", "int8-b2")
 
 
 def run_compare(*args, timeout=900):
-    return subprocess.run([sys.executable, "benchmarks/compare.py", "--threads", "1", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "benchmarks.compare", "--threads", "1", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -128,19 +121,20 @@ def test_goals_are_reported_not_asserted(small_run):
     by_key = {(g["case"], g["metric"]): g for g in goals}
     sides = next(r for r in doc["results"] if r["case"] == "infer-b1")["sides"]
     b1 = by_key[("infer-b1", "ours-mxnet/gluoncv")]
-    assert b1["issue"] == 6 and b1["value"] == pytest.approx(sides["ours-mxnet"]["img_per_s"] /
-                                                             sides["gluoncv"]["img_per_s"])
+    assert (b1["group"], b1["goal"]) == ("mxnet", "infer-b1: ours-mxnet/gluoncv >= 2.5")
+    assert b1["value"] == pytest.approx(sides["ours-mxnet"]["img_per_s"] / sides["gluoncv"]["img_per_s"])
     assert b1["passed"] == (b1["value"] >= 2.5)
     ort = by_key[("infer-b1", "ours-onnxruntime/timm-onnxruntime")]
-    assert ort["issue"] == 18 and ort["value"] == pytest.approx(sides["ours-onnxruntime"]["img_per_s"] /
-                                                                sides["timm-onnxruntime"]["img_per_s"])
+    assert ort["group"] == "onnx-file" and ort["value"] == pytest.approx(sides["ours-onnxruntime"]["img_per_s"] /
+                                                                         sides["timm-onnxruntime"]["img_per_s"])
     best = by_key[("infer-b1", "best ours/best peer")]
     assert best["value"] == pytest.approx(next(r for r in doc["results"]
                                                if r["case"] == "infer-b1")["best_ours_over_best_peer"])
     assert by_key[("train-b16", "ours-mxnet/timm")] == {
-        "issue": 6, "label": "resnest14@64", "case": "train-b16", "metric": "ours-mxnet/timm", "target": 1.0,
-        "value": None, "passed": None, "note": "case not run"}
+        "group": "mxnet", "goal": "train-b16: ours-mxnet/timm >= 1", "label": "resnest14@64", "case": "train-b16",
+        "metric": "ours-mxnet/timm", "target": 1.0, "value": None, "passed": None, "note": "case not run"}
     assert ("PASS" in proc.stdout or "FAIL" in proc.stdout) and "goals" in proc.stdout
+    assert all(what in proc.stdout for what in _cases.GOAL_GROUPS.values())  # the goals under what they compare
 
 
 @pytest.mark.parametrize("build", [lambda: get_model("resnest14"),
@@ -250,7 +244,8 @@ def test_goal_check_passes_fails_and_explains():
     assert goals[("infer-b1", "best ours/best peer")]["value"] == pytest.approx(36.0 / 30.0)
     assert goals[("infer-b1", "ours-openvino/timm-openvino")]["note"] == \
         "ours-openvino not run (--backends / --peers)"
-    assert goals[("bf16-b16", "ours-mxnet img/s")] == {"issue": 6, "label": "m@1", "case": "bf16-b16",
+    assert goals[("bf16-b16", "ours-mxnet img/s")] == {"group": "mxnet", "goal": "bf16-b16: ours-mxnet img/s >= 25",
+                                                       "label": "m@1", "case": "bf16-b16",
                                                        "metric": "ours-mxnet img/s", "target": 25.0, "value": 20.0,
                                                        "passed": False, "note": None}
     assert goals[("bf16-b16", "best ours/best peer")]["note"] == "no side of the peers ran"

@@ -1,4 +1,4 @@
-"""The end-to-end demo (scripts/demo.py) and the dataset it draws (resnest_gluon/demo_data.py).
+"""The end-to-end demo (demos/classification.py, ``make demo``) and the dataset it draws (demos/shapes.py).
 
 The demo test runs ``--quick``: every step of ``make demo`` (dataset, RecordIO, horovodrun training with 2 ranks,
 verify, predict, latency, report) on a tiny dataset, in about a minute or two.
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnest_gluon.demo_data import CLASSES, draw_sample, make_dataset
+from conftest import REPO
+from demos.shapes import CLASSES, draw_sample, make_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(REPO, "scripts", "demo.py")
+DEMO = [sys.executable, "-m", "demos.classification"]  # run from the repository root, as make demo does
 
 
 # ---------------------------------------------------------------------------------------------- the dataset
@@ -81,8 +81,8 @@ def test_the_separability_check_does_catch_colour_coded_classes():
 def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path):
     keep = tmp_path / "thesis.tex"
     keep.write_text("do not lose me")
-    proc = subprocess.run([sys.executable, DEMO, "--out", str(tmp_path), "--quick"], capture_output=True,
-                          text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run([*DEMO, "--out", str(tmp_path), "--quick"], capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
     assert proc.returncode == 1
     assert "refusing to delete" in proc.stderr and keep.read_text() == "do not lose me"
 

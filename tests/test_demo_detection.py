@@ -1,8 +1,7 @@
-"""The detection demo (scripts/demo_detection.py, ``make demo-detection``) run ``--quick`` on the quick
+"""The detection demo (demos/detection.py, ``make demo-detection``) run ``--quick`` on the quick
 classification demo's checkpoint: every step (scenes, pack-detection, horovodrun detector training, eval_detection,
 detect.py, report) on a few scenes for a few steps; and the checks with which it refuses results that contradict
 each other."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,22 +10,16 @@ import sys
 import pytest
 
 from conftest import REPO
+from demos import detection
 
-DEMO = os.path.join(REPO, "scripts", "demo_detection.py")
-
-
-def demo_module():
-    spec = importlib.util.spec_from_file_location("demo_detection", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+DEMO = [sys.executable, "-m", "demos.detection"]  # run from the repository root, as make demo-detection does
 
 
 @pytest.fixture(scope="module")
 def quick_detection_demo(quick_demo, tmp_path_factory):
     """The detection demo --quick on the quick classification demo's checkpoint (conftest's ``quick_demo``)."""
     out = tmp_path_factory.mktemp("demo-detection") / "out"
-    proc = subprocess.run([sys.executable, DEMO, "--out", str(out), "--quick", "--backbone-from", str(quick_demo[0])],
+    proc = subprocess.run([*DEMO, "--out", str(out), "--quick", "--backbone-from", str(quick_demo[0])],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return out, proc
@@ -62,19 +55,18 @@ def test_eval_equals_trainings_last_validation_and_detect_uses_the_checkpoints_t
 
 
 def test_the_checks_refuse_contradicting_results():
-    demo = demo_module()
     # 2 of 20 objects found is implausible at a recall of 0.9, 17 is not
-    assert demo.plausible_hits(2, 20, 0.9) < demo.PLAUSIBLE < demo.plausible_hits(17, 20, 0.9)
+    assert detection.plausible_hits(2, 20, 0.9) < detection.PLAUSIBLE < detection.plausible_hits(17, 20, 0.9)
     trained = {"epochs": [{"val_voc07_map": 0.71}], "params": "x.params", "save_dir": "d"}
-    with pytest.raises(demo.DemoError, match="differs from training's last validation"):
-        demo.check_same_map({"voc07_map": 0.70}, trained)
-    demo.check_same_map({"voc07_map": 0.71}, trained)
+    with pytest.raises(detection.DemoError, match="differs from training's last validation"):
+        detection.check_same_map({"voc07_map": 0.70}, trained)
+    detection.check_same_map({"voc07_map": 0.71}, trained)
 
 
 def test_refuses_a_missing_backbone_and_one_of_another_model(tmp_path):
     def demo(*args):
-        return subprocess.run([sys.executable, DEMO, "--out", str(tmp_path / "o"), *args], capture_output=True,
-                              text=True, timeout=120, cwd=REPO)
+        return subprocess.run([*DEMO, "--out", str(tmp_path / "o"), *args], capture_output=True, text=True,
+                              timeout=120, cwd=REPO)
 
     proc = demo("--backbone-params", str(tmp_path / "none.params"))
     assert proc.returncode == 2 and "--backbone-params: no such file" in proc.stderr

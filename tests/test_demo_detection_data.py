@@ -1,4 +1,4 @@
-"""The detection demo's generated scenes (resnest_gluon/demo_detection_data.py): Pascal VOC folders whose boxes are
+"""The detection demo's generated scenes (demos/scenes.py): Pascal VOC folders whose boxes are
 the tight boxes of what is visible, packed by recordio_tools and read back by the training dataset unchanged."""
 import math
 import os
@@ -7,9 +7,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from resnest_gluon.demo_data import CLASSES
-from resnest_gluon.demo_detection_data import (CLASSES_DEFAULT, Shape, _footprint, draw_scene, layout, main,
-                                               make_scenes)
+from demos.scenes import CLASSES_DEFAULT, Shape, _footprint, draw_scene, layout, main, make_scenes
+from demos.shapes import CLASSES
 from test_demo import nearest_mean_accuracy
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import load_script, randomize_bn
 from recgen import make_image
 import resnest_gluon as rg
-from resnest_gluon.deploy.attention_op import OP_NAME, available
+from resnest_gluon.ops.attention_op import OP_NAME, available
 from resnest_gluon.dense import DenseDataConfig
 from resnest_gluon.dense.inference import Detector, Segmenter, preprocess
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recordio_tools import checking, detection, packing
+from recordio_tools import detection, packing
+from resnest_gluon.data import checking
 from recordio_tools.__main__ import main
 
 from gluoncv.data import RecordFileDetection  # noqa: E402  (after mxnet)

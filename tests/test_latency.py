@@ -1,4 +1,4 @@
-"""benchmarks/latency.py: the paper's whole table builds and reports a complete JSON + PNG, --compare reports both
+"""benchmarks.latency: the paper's whole table builds and reports a complete JSON + PNG, --compare reports both
 peers, bad arguments fail loudly; plus the pure helpers (percentiles, ratios, order check).
 
 The runs use --threads 1: these tests check what is reported, not speed, and one thread per process stays fast when
@@ -6,25 +6,22 @@ the machine is shared (two OpenMP threads on two busy cores spin at barriers and
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from benchmarks import _paper, _peers, _report
+from benchmarks._timing import percentile, summarize, time_batches
 from conftest import REPO
-
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import _paper  # noqa: E402
-import _peers  # noqa: E402
-import _report  # noqa: E402
-from _timing import percentile, summarize, time_batches  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_latency(*args, timeout=600):
-    return subprocess.run([sys.executable, "benchmarks/latency.py", "--threads", "1", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "benchmarks.latency", "--threads", "1", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -121,6 +118,32 @@ def test_gpu_without_a_gpu_is_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "MXNet sees no GPU" in proc.stderr
 
 
+def test_runs_as_a_file_from_any_folder_and_as_a_module_from_the_root(tmp_path):
+    """``python benchmarks/latency.py`` (a file, from another folder) reruns itself as ``python -m benchmarks.latency``
+    with its arguments and exit status, even beside a ``benchmarks`` folder of the working folder;
+    ``python -m benchmarks.compare`` runs from the root; no module of the package edits ``sys.path``."""
+    decoy = tmp_path / "benchmarks"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the benchmarks package of the working folder')\n")
+    script = os.path.join(REPO, "benchmarks", "latency.py")
+    as_file = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+    assert as_file.returncode == 0, as_file.stderr[-2000:]
+    assert "--compare" in as_file.stdout and "the paper's" in as_file.stdout
+    refused = subprocess.run([sys.executable, script, "--rounds", "0"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "--rounds: must be >= 1, got 0" in refused.stderr
+    as_module = subprocess.run([sys.executable, "-m", "benchmarks.compare", "--help"], cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+    assert as_module.returncode == 0, as_module.stderr[-2000:]
+    assert "goals" in as_module.stdout
+    folder = os.path.join(REPO, "benchmarks")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                assert not re.search(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=", f.read()), name
+
+
 def test_percentiles_match_numpy():
     values = list(np.random.RandomState(0).uniform(1, 9, 37))
     for q in (0, 10, 50, 90, 100):
@@ -153,9 +176,9 @@ def test_ratios_and_order_against_the_paper():
 
 
 def test_dense_speed_times_ours_beside_gluoncvs_deeplab_with_the_same_weights(tmp_path):
-    """benchmarks/dense_speed.py (segmentation only: a detector's 1,000-RoI box head takes seconds a call): the
+    """benchmarks.dense_speed (segmentation only: a detector's 1,000-RoI box head takes seconds a call): the
     check that both sides compute the same thing passes, and the report holds both sides' numbers and the ratio."""
-    proc = subprocess.run([sys.executable, "benchmarks/dense_speed.py", "--threads", "1", "--tasks", "segmentation",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.dense_speed", "--threads", "1", "--tasks", "segmentation",
                            "--seg-size", "64x96", "--warmup", "1", "--iters", "1", "--rounds", "2", "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -170,6 +193,6 @@ def test_dense_speed_times_ours_beside_gluoncvs_deeplab_with_the_same_weights(tm
                                                                       row["peers"]["gluoncv"]["img_per_s"])
     assert "deeplab_resnest50" in proc.stdout and "ours / GluonCV" in proc.stdout
     check_png(tmp_path / "dense_speed.png")
-    bad = subprocess.run([sys.executable, "benchmarks/dense_speed.py", "--det-size", "512", "--out", str(tmp_path)],
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.dense_speed", "--det-size", "512", "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--det-size must be HxW" in bad.stderr

@@ -1,4 +1,4 @@
-"""benchmarks/op_profile.py: per-operator time of an inference batch and a training step, the convolutions' share
+"""benchmarks.op_profile: per-operator time of an inference batch and a training step, the convolutions' share
 and the bound it implies, as a table, JSON and PNG; a bad combination of arguments is refused.
 
 Small runs (resnest14 at 64 px, batch 2, one thread): they check what is reported, not speed.
@@ -10,15 +10,13 @@ import sys
 
 import pytest
 
+from benchmarks import op_profile
 from conftest import REPO
 from test_latency import check_png
 
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import op_profile  # noqa: E402
-
 
 def run_profile(*args):
-    return subprocess.run([sys.executable, "benchmarks/op_profile.py", "--threads", "1", "--model", "resnest14@64",
+    return subprocess.run([sys.executable, "-m", "benchmarks.op_profile", "--threads", "1", "--model", "resnest14@64",
                            "--batch", "2", "--iters", "2", "--warmup", "1", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
 
@@ -59,6 +57,6 @@ def test_summary_ranks_operators_and_computes_the_bound():
 
 
 def test_training_in_low_precision_is_refused():
-    proc = subprocess.run([sys.executable, "benchmarks/op_profile.py", "--mode", "train", "--dtype", "int8"],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.op_profile", "--mode", "train", "--dtype", "int8"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--mode train runs in float32" in proc.stderr

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import recgen  # noqa: E402
-from recordio_tools import checking  # noqa: E402
+from resnest_gluon.data import checking  # noqa: E402
 from resnest_gluon.data.preflight import BadRecordFile, preflight  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,12 @@
-"""Every command in README.md is exercised here, so none of them rots.
+"""Every command in README.md and in the documentation site's pages is exercised here, so none of them rots.
 
-The commands come from README's ```bash blocks, in order. Those that can run on a CPU test machine run for real,
-verbatim, in a scratch workspace where the README's own commands produce each other's inputs (make-list -> pack ->
-check -> train -> verify), with a small generated ImageNet-like tree under ``~/imagenet``. The others need what no
-test machine has (the published ImageNet weights, GPUs or a 64-GPU cluster, minutes of benchmarking): their
-arguments go through the script's own parser, so a renamed flag or a wrong model name still fails here.
-``make demo`` / ``make test`` are the two commands CI and ``tests/test_demo.py`` run.
+The commands come from the ```bash blocks of README.md, then of the pages of ``mkdocs.yml``'s nav in its order (the
+home page is README itself). Those that can run on a CPU test machine run for real, verbatim, in a scratch workspace
+where the pages' own commands produce each other's inputs (make-list -> pack -> check -> train -> verify), with a
+small generated ImageNet-like tree under ``~/imagenet``. The others need what no test machine has (the published
+ImageNet weights, GPUs or a 64-GPU cluster, minutes of benchmarking): their arguments go through the script's own
+parser, so a renamed flag or a wrong model name still fails here. ``make demo`` / ``make test`` are the two commands
+CI and ``tests/test_demo.py`` run. Links and anchors are checked by ``mkdocs build --strict`` (tests/test_docs.py).
 """
 import json
 import os
@@ -14,6 +15,7 @@ import shlex
 import subprocess
 
 import pytest
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
@@ -35,8 +37,38 @@ HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compa
                                                  "(tests/test_segmentation_eval.py runs it on ones)"}
 
 
-def readme_commands(path=os.path.join(REPO, "README.md")):
-    """(line number, command) for every command of README's bash blocks; continuations joined, comments dropped."""
+def _nav_pages(nav):
+    for item in nav:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        if isinstance(value, list):
+            yield from _nav_pages(value)
+        else:
+            yield value
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """mkdocs.yml as plain data: its ``!!python/...`` tags (the heading slugs' function) are not needed here."""
+
+
+_ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
+
+
+def mkdocs_config():
+    with open(os.path.join(REPO, "mkdocs.yml"), encoding="utf-8") as f:
+        return yaml.load(f, Loader=_ConfigLoader)
+
+
+def command_pages():
+    """README.md, then the site's pages in nav order (index.md is README, included; API pages have no commands)."""
+    config = mkdocs_config()
+    docs = os.path.join(REPO, config.get("docs_dir", "docs"))
+    pages = [os.path.join(docs, page) for page in _nav_pages(config["nav"])
+             if page != "index.md" and not re.match(r"^[a-z]+:", page)]
+    return [os.path.join(REPO, "README.md")] + pages
+
+
+def page_commands(path):
+    """(line number, command) for every command of a page's bash blocks; continuations joined, comments dropped."""
     commands, block, pending = [], False, None
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -57,10 +89,14 @@ def readme_commands(path=os.path.join(REPO, "README.md")):
 
 
 class Command:
-    """A README command taken apart: environment assignments, launcher (horovodrun), interpreter, program, args."""
+    """A page's command taken apart: environment assignments, launcher (horovodrun), interpreter, program, args.
 
-    def __init__(self, line, text):
-        self.line, self.text = line, text
+    ``script`` is the file the program runs: its path, or for ``python -m pkg.mod`` the module's file (``module`` is
+    then its name).
+    """
+
+    def __init__(self, page, line, text):
+        self.page, self.line, self.text = os.path.relpath(page, REPO), line, text
         words = shlex.split(text.split("&&")[0])
         self.env = {}
         while words and re.match(r"^[A-Z_]+=", words[0]):
@@ -71,12 +107,18 @@ class Command:
             while words and not os.path.basename(words[0]).startswith("python"):
                 self.launcher.append(words.pop(0))
         self.python = words.pop(0) if words and os.path.basename(words[0]).startswith("python") else None
+        self.module = None
         if self.python and words[:1] == ["-m"]:
             self.program, self.args = words[1], words[2:]
+            self.module = self.program
         elif self.python:
             self.program, self.args = words[0], words[1:]
+            if re.fullmatch(r"benchmarks/\w+\.py", self.program):  # a module of the benchmarks package, as a file
+                self.module = self.program[:-3].replace("/", ".")
         else:
             self.program, self.args = (words[0] if words else ""), words[1:]
+        as_file = self.program.replace(".", "/") + ".py"
+        self.script = as_file if self.module and os.path.isfile(os.path.join(REPO, as_file)) else self.program
 
     def option(self, name):
         return self.args[self.args.index(name) + 1] if name in self.args else None
@@ -91,24 +133,37 @@ class Command:
             return "GPUs"
         if any(arg.endswith(".onnx") for arg in self.args):
             return "an ONNX export and check in both engines (tests/test_onnx_export.py runs these flows on its files)"
-        return HEAVY_SCRIPTS.get(self.program)
+        return HEAVY_SCRIPTS.get(self.script)
+
+    @property
+    def where(self):
+        return f"{self.page}:{self.line}"
 
     def __repr__(self):
-        return f"README line {self.line}: {self.text}"
+        return f"{self.where}: {self.text}"
 
 
-COMMANDS = [Command(line, text) for line, text in readme_commands()]
+PAGES = command_pages()
+COMMANDS = [Command(page, line, text) for page in PAGES for line, text in page_commands(page)]
 SCRIPT_COMMANDS = [c for c in COMMANDS if c.python and c.program != "venv"]
 
 
-def test_the_readme_has_the_commands_this_file_checks():
-    programs = {c.program for c in SCRIPT_COMMANDS}
+def test_the_pages_have_the_commands_this_file_checks():
+    assert all(os.path.isfile(page) for page in PAGES), [p for p in PAGES if not os.path.isfile(p)]
+    readme = [c for c in COMMANDS if c.page == "README.md"]
+    assert [c.text for c in readme[:2]] == ["make demo", "make test"]  # the two set-up commands come first
+    assert {"scripts/train_imagenet.py", "scripts/verify.py", "benchmarks/latency.py", "scripts/detect.py",
+            "scripts/segment.py", "scripts/export_onnx.py"} <= {c.script for c in readme}  # the ways to use it
     assert {"recordio_tools", "scripts/train_imagenet.py", "scripts/verify.py", "scripts/predict.py",
-            "scripts/convert_torch_weights.py", "benchmarks/latency.py"} <= programs
-    assert [c.text for c in COMMANDS[:2]] == ["make demo", "make test"]  # the two set-up commands come first
+            "scripts/convert_torch_weights.py", "benchmarks/latency.py"} <= {c.script for c in SCRIPT_COMMANDS}
     unknown = [c for c in COMMANDS if c not in SCRIPT_COMMANDS and c.program not in ("make", "pip", "venv")
-               and c.text != "horovodrun --check-build"]
-    assert not unknown, f"README commands this test does not know how to check: {unknown}"
+               and c.text != "horovodrun --check-build" and not _is_mkdocs(c)]
+    assert not unknown, f"commands this test does not know how to check: {unknown}"
+
+
+def _is_mkdocs(command):
+    """README's ``.venv/bin/mkdocs serve|build``: tests/test_docs.py builds the site with the same mkdocs."""
+    return command.program == ".venv/bin/mkdocs" and command.args[:1] in (["serve"], ["build"])
 
 
 def test_make_targets_exist_and_ci_runs_make_test():
@@ -117,33 +172,6 @@ def test_make_targets_exist_and_ci_runs_make_test():
         dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True)
         assert dry.returncode == 0, f"{command}: {dry.stderr}"
     assert "make test" in open(os.path.join(REPO, ".ci", "run")).read()
-
-
-def _anchor(heading):
-    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def test_links_between_the_readme_and_docs_resolve():
-    """README keeps the summary and links the long notes in docs/: a moved or renamed page or section fails here."""
-    pages = [os.path.join(REPO, "README.md")] + sorted(
-        os.path.join(REPO, "docs", name) for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md"))
-    anchors = {page: {_anchor(m) for m in re.findall(r"^#+ (.+)$", open(page, encoding="utf-8").read(), re.M)}
-               for page in pages}
-    broken = []
-    for page in pages:
-        text = re.sub(r"```.*?```", "", open(page, encoding="utf-8").read(), flags=re.S)  # links, not code
-        for target in re.findall(r"\]\(([^)\s]+)\)", text):
-            if re.match(r"^[a-z]+:", target):
-                continue  # a web address: not checked offline
-            path, _, anchor = target.partition("#")
-            linked = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
-            if not os.path.exists(linked):
-                broken.append(f"{os.path.relpath(page, REPO)}: {target} (no such file)")
-            elif anchor and linked in anchors and anchor not in anchors[linked]:
-                broken.append(f"{os.path.relpath(page, REPO)}: {target} (no such section)")
-    assert not broken, broken
-    assert "docs/training.md" in open(pages[0], encoding="utf-8").read()
 
 
 def test_install_commands_name_files_and_pins_that_exist():
@@ -173,20 +201,21 @@ _PARSE_ALL = """
 import json, os, runpy, sys, traceback
 from resnest_gluon import get_config
 from resnest_gluon.dense import split_dense_name
+repo, todo = sys.argv[1], json.loads(sys.argv[2])
 failures = {}
-for script, argv, line in json.loads(sys.argv[1]):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+for index, (script, module, argv) in enumerate(todo):
+    sys.path.insert(0, repo if module else os.path.dirname(os.path.abspath(script)))
     try:
-        ns = runpy.run_path(script, run_name="readme_check")
+        ns = runpy.run_module(module, run_name="readme_check") if module else runpy.run_path(script, run_name="readme_check")
         parse = ns["parse_args"] if "parse_args" in ns else ns["build_parser"]().parse_args
         args = parse(argv)
         model = getattr(args, "model", None)
         model and model != "resnet50" and (split_dense_name(model) or get_config(model))
     except SystemExit as err:  # argparse's error
         if err.code:
-            failures[line] = f"exit {err.code}"
+            failures[index] = f"exit {err.code}"
     except Exception:
-        failures[line] = traceback.format_exc()[-1500:]
+        failures[index] = traceback.format_exc()[-1500:]
     finally:
         sys.path.pop(0)
 print(json.dumps(failures))
@@ -194,28 +223,28 @@ print(json.dumps(failures))
 
 
 def _parse_only(commands, scratch):
-    """Runs each script's own argument parser on the README's arguments, all in one fresh interpreter (one MXNet
-    import instead of one per command); ``{line: why}`` of those that fail (argparse's message is on stderr)."""
+    """Runs each script's own argument parser on the page's arguments, all in one fresh interpreter (one MXNet
+    import instead of one per command); ``{command: why}`` of those that fail (argparse's message is on stderr)."""
     for command in commands:  # the files they name exist (empty): parsers check existence, not content
         for arg in command.args:
             if re.search(r"\.(rec|idx|params|pth|jpg|onnx)$", arg):
                 os.makedirs(os.path.join(scratch, os.path.dirname(arg)), exist_ok=True)
                 open(os.path.join(scratch, arg), "w").close()
-    todo = [(os.path.join(REPO, c.program), c.args, c.line) for c in commands]
-    done = subprocess.run([os.path.join(VENV_BIN, "python"), "-c", _PARSE_ALL, json.dumps(todo)], cwd=scratch,
+    todo = [(os.path.join(REPO, c.script), c.module, c.args) for c in commands]
+    done = subprocess.run([os.path.join(VENV_BIN, "python"), "-c", _PARSE_ALL, REPO, json.dumps(todo)], cwd=scratch,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}, done.stderr
+    failures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {commands[int(index)]: why for index, why in failures.items()}, done.stderr
 
 
 def test_commands_that_cannot_run_here_parse(tmp_path):
     commands = [c for c in SCRIPT_COMMANDS if c.why_not_run() and c.program != "recordio_tools"]
     assert len(commands) >= 15  # the GPU, cluster and full-dataset commands
-    wrong = Command(0, "python scripts/verify.py --rec-val v.rec --pretrained --model resnest50 --no-such-flag")
+    wrong = Command("README.md", 0, "python scripts/verify.py --rec-val v.rec --pretrained --model resnest50 --no-such-flag")
     failures, stderr = _parse_only(commands + [wrong], str(tmp_path))
-    assert failures.pop(0, None) == "exit 2" and "unrecognized arguments: --no-such-flag" in stderr  # it can fail
-    assert not failures, "\n".join(f"line {line} {next(c for c in commands if c.line == line)}: {why}"
-                                    for line, why in failures.items()) + "\n" + stderr[-3000:]
+    assert failures.pop(wrong, None) == "exit 2" and "unrecognized arguments: --no-such-flag" in stderr  # it can fail
+    assert not failures, "\n".join(f"{command}: {why}" for command, why in failures.items()) + "\n" + stderr[-3000:]
 
 
 def _write_image_tree(root, per_class, seed):
@@ -250,7 +279,7 @@ def workspace(tmp_path_factory):
 
 
 def _prepare_inputs(command, workspace):
-    """Files a command reads that no earlier README command writes: the user brings them."""
+    """Files a command reads that no earlier command of the pages writes: the user brings them."""
     work = workspace["dir"]
     if command.program == "scripts/convert_torch_weights.py":
         pth = os.path.join(work, command.args[0])
@@ -271,9 +300,9 @@ RUNNABLE = [c for c in SCRIPT_COMMANDS if not c.why_not_run()]
 
 
 def test_runnable_commands_run_verbatim_in_order(workspace):
-    """make-list -> pack -> check -> inspect -> convert -> train (horovodrun, 2 workers) -> verify (1 and 2 workers).
+    """convert -> make-list -> pack -> check -> inspect -> train (horovodrun, 2 workers) -> verify (1 and 2 workers).
 
-    One test, because each command consumes what the previous ones wrote, exactly as a user following README would.
+    One test, because each command consumes what the previous ones wrote, exactly as a user following the pages would.
     """
     assert [c.program for c in RUNNABLE].count("recordio_tools") >= 4
     assert any(c.program == "scripts/train_imagenet.py" for c in RUNNABLE)
@@ -283,7 +312,7 @@ def test_runnable_commands_run_verbatim_in_order(workspace):
         done = subprocess.run(command.text, shell=True, cwd=workspace["dir"], env=workspace["env"],
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"{command} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        outputs[command.line] = done.stdout + done.stderr
+        outputs[command.where] = done.stdout + done.stderr
     work = workspace["dir"]
     for name in ("data/train.rec", "data/train.idx", "data/val.rec", "data/val.idx", "data/train_classes.txt",
                  "runs/small/metrics.jsonl", "runs/small/curves.png", "runs/small/ckpt-0008.params"):

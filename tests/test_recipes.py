@@ -28,7 +28,7 @@ def test_small_sets_every_default_it_names():
     args = train_script.parse_args(BASE + ["--recipe", "small"])
     for dest, value in SMALL.defaults.items():
         assert getattr(args, dest) == value, dest
-    assert args.recipe_overrides == []
+    assert args.recipe_overrides == ()
     assert (args.num_epochs, args.auto_aug, args.mixup, args.dropblock_prob, args.classifier_lr_mult) == \
         (8, False, False, 0.0, 0.1)
 
@@ -38,7 +38,7 @@ def test_flags_given_on_the_command_line_win_over_the_recipe_wherever_they_stand
                  BASE + ["--num-epochs", "20", "--mixup", "--recipe", "small"]):
         args = train_script.parse_args(argv)
         assert (args.num_epochs, args.mixup, args.warmup_epochs) == (20, True, SMALL.defaults["warmup_epochs"])
-        assert args.recipe_overrides == ["mixup", "num_epochs"]
+        assert args.recipe_overrides == ("mixup", "num_epochs")
         assert "given on the command line instead: --mixup, --num-epochs" in SMALL.describe(args.recipe_overrides)
 
 

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import imagegen  # noqa: E402
 import recgen  # noqa: E402
 
-from recordio_tools import atomic, checking, listing, packing  # noqa: E402
+from recordio_tools import atomic, listing, packing  # noqa: E402
+from resnest_gluon.data import checking  # noqa: E402
 from recordio_tools.__main__ import main  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,13 +1,11 @@
-"""The generated small sets of benchmarks/small_sets.py: seeded, complete, and with no class drawn alike."""
+"""The generated small sets of benchmarks.small_sets: seeded, complete, and with no class drawn alike."""
 import hashlib
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-import small_sets  # noqa: E402
+from benchmarks import small_sets
 
 
 def _digest(root):

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import start, wait_for_step
 from recordio_tools.detection import pack_detection
-from resnest_gluon.demo_detection_data import make_scenes
+from demos.scenes import make_scenes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "train_detection.py")

@@ -2,7 +2,6 @@
 per-epoch seeding of the input pipeline, recipe defaults and the resume check."""
 import json
 import math
-from argparse import Namespace
 import os
 
 import importlib.util
@@ -18,8 +17,8 @@ from resnest_gluon.atomic import atomic_write  # noqa: E402
 from resnest_gluon.data import RecordTrainIter  # noqa: E402
 from resnest_gluon.training import (CheckpointManager, MetricsLog, apply_no_wd, build_lr_scheduler,  # noqa: E402
                                     dropblock_prob_at, latest_checkpoint, plot_curves)
-from resnest_gluon.training.loop import (ResumeMismatch, build_train_data, check_resume,  # noqa: E402
-                                         eval_data_config, fresh_classifier_reason, resolve_model_defaults)
+from resnest_gluon.training.classification import ClassificationTask, fresh_classifier_reason  # noqa: E402
+from resnest_gluon.training.trainer import ResumeMismatch, check_resume  # noqa: E402
 from resnest_gluon.trained import ModelInfo, write_info  # noqa: E402
 from resnest_gluon.zoo import get_config, get_model  # noqa: E402
 
@@ -183,7 +182,7 @@ def test_recipe_defaults_and_readable_wd_switches():
 def test_min_random_area_flag_reaches_both_input_pipelines(tmp_path):
     """--min-random-area (GluonCV's name): the recipe's 0.08 by default, checked, and passed to the crop."""
     rec, idx, _ = recgen.make_rec(str(tmp_path / "d"), 8, seed=1)
-    base = ["--rec-train", rec, "--input-size", "32", "--batch-size", "2", "--data-nthreads", "1"]
+    base = ["--rec-train", rec, "--input-size", "32", "--batch-size", "2", "--num-workers", "1"]
     assert train_script.parse_args(base).min_random_area == 0.08
     for bad in ("0", "1.5", "-0.2"):
         with pytest.raises(SystemExit):
@@ -191,26 +190,28 @@ def test_min_random_area_flag_reaches_both_input_pipelines(tmp_path):
     from resnest_gluon.distributed import Distributed
 
     dist = Distributed(use_horovod=False)
-    args = train_script.parse_args(base + ["--min-random-area", "0.4", "--no-auto-aug"])
-    assert build_train_data(args, dist).iter_args["min_random_area"] == 0.4  # ImageRecordIter
-    args = train_script.parse_args(base + ["--min-random-area", "0.4", "--auto-aug"])
-    assert build_train_data(args, dist).transform.scale == (0.4, 1.0)  # DataLoader path (TrainTransform)
+
+    def data(flags):
+        config, run = train_script.configs(train_script.parse_args(base + flags))
+        return ClassificationTask(config).resolve(run.rec_train).build_data(run, dist)
+
+    assert data(["--min-random-area", "0.4", "--no-auto-aug"]).iter_args["min_random_area"] == 0.4  # ImageRecordIter
+    assert data(["--min-random-area", "0.4", "--auto-aug"]).transform.scale == (0.4, 1.0)  # DataLoader path
 
 
 @pytest.mark.parametrize("model, train_size, final_drop", [("resnest50", 224, 0.0), ("resnest101", 224, 0.0),
                                                             ("resnest200", 256, 0.2), ("resnest269", 320, 0.2)])
 def test_model_defaults_fill_size_and_final_dropout(model, train_size, final_drop):
-    args = train_script.parse_args(["--rec-train", __file__, "--model", model])
-    evaluated = eval_data_config(args)
-    resolve_model_defaults(args)
-    assert (args.input_size, args.final_drop) == (train_size, final_drop)
-    assert evaluated == get_config(model).data  # validation as scripts/verify.py: the model's own protocol
+    config, run = train_script.configs(train_script.parse_args(["--rec-train", __file__, "--model", model]))
+    task = ClassificationTask(config).resolve(run.rec_train)
+    assert (task.input_size, task.final_drop) == (train_size, final_drop)
+    assert task.eval_data == get_config(model).data  # validation as scripts/verify.py: the model's own protocol
 
 
 def test_eval_config_follows_given_size_and_ratio_like_verify():
-    args = train_script.parse_args(["--rec-train", __file__, "--model", "resnest269", "--input-size", "64",
-                                    "--crop-ratio", "0.9"])
-    cfg = eval_data_config(args)
+    config, run = train_script.configs(train_script.parse_args(["--rec-train", __file__, "--model", "resnest269",
+                                                                 "--input-size", "64", "--crop-ratio", "0.9"]))
+    cfg = ClassificationTask(config).resolve(run.rec_train).eval_data
     assert (cfg.input_size, cfg.crop_pct, cfg.interpolation) == (64, 0.9, "bicubic")
 
 
@@ -219,28 +220,31 @@ def test_resume_check_names_each_difference():
             "run": {"model": "resnest14", "num_classes": 10, "world": 2, "batch_size": 8, "steps_per_epoch": 9,
                     "optimizer": "nag", "lr": 0.1}}
     same = dict(ckpt["run"], lr=0.5)  # a new learning rate is allowed: it applies from the restored update on
-    check_resume(ckpt, same)
+    fixed = ClassificationTask.fixed_on_resume
+    check_resume(ckpt, same, fixed)
     with pytest.raises(ResumeMismatch) as err:
-        check_resume(ckpt, dict(same, world=4, batch_size=4, steps_per_epoch=4))
+        check_resume(ckpt, dict(same, world=4, batch_size=4, steps_per_epoch=4), fixed)
     msg = str(err.value)
     assert "world size (processes) 2 in the checkpoint, 4 now" in msg and "--batch-size 8 in the checkpoint, 4 now" \
-        in msg and "steps per epoch 9 in the checkpoint, 4 now" in msg and "--resume-params d/ckpt-0002.params" in msg
+        in msg and "steps per epoch 9 in the checkpoint, 4 now" in msg and "its weights (d/ckpt-0002.params)" in msg
 
 
 def test_learning_rate_rule_and_old_runs_keep_their_meaning(tmp_path):
-    import argparse
+    from resnest_gluon.training.classification import ClassificationConfig
+    from resnest_gluon.training.trainer import RunConfig
 
-    from resnest_gluon.training.loop import run_learning_rate
+    def rate(run, **config):
+        return ClassificationTask(ClassificationConfig(lr=0.05, **config))._learning_rate(run, world=2)
 
-    args = argparse.Namespace(lr=0.05, batch_size=32, resume=None, lr_reference_batch=128, effective_lr=None)
-    assert run_learning_rate(args, world=2).effective == 0.025  # 0.05 x 32/128 x 2
-    assert run_learning_rate(argparse.Namespace(**{**vars(args), "effective_lr": 0.3}), world=2).effective == 0.3
+    run = RunConfig("t.rec", batch_size=32)
+    assert rate(run).effective == 0.025  # 0.05 x 32/128 x 2
+    assert rate(run, effective_lr=0.3).effective == 0.3
     # a checkpoint written before the rule: its --lr meant per worker whatever the batch (0.05 x 2 = 0.1)
     for ext in ("params", "states"):
         (tmp_path / f"ckpt-0001.{ext}").write_bytes(b"x")
     files = {"params": ["ckpt-0001.params", 1], "states": ["ckpt-0001.states", 1]}
     (tmp_path / "ckpt-0001.json").write_text(json.dumps({"epoch": 1, "files": files, "run": {"lr": 0.05}}))
-    old = run_learning_rate(argparse.Namespace(**{**vars(args), "resume": str(tmp_path)}), world=2)
+    old = rate(RunConfig("t.rec", batch_size=32, resume=str(tmp_path)))
     assert old.effective == 0.1 and "from before the lr followed the batch" in old.describe()
 
 
@@ -253,12 +257,11 @@ def test_fine_tuning_gets_a_fresh_classifier_when_the_classes_are_others(tmp_pat
     mx.nd.save(params, {"fc.weight": mx.nd.zeros((10, 4)), "fc.bias": mx.nd.zeros(10)})
 
     def reason(num_classes, class_names):
-        return fresh_classifier_reason(Namespace(resume_params=params, num_classes=num_classes,
-                                                 class_names=class_names))
+        return fresh_classifier_reason(params, num_classes, class_names)
 
     assert reason(10, shapes) is None  # a bare .params: nothing says what its rows mean
     write_info(params, ModelInfo("resnest14", 10, get_config("resnest14").data, digits))
     assert reason(5, None) == "its 10 classes are not this dataset's 5"
     assert reason(10, shapes) == "its classes (0, 1, 2, ...) are not this dataset's (arrow, circle, crescent, ...)"
     assert reason(10, digits) is None and reason(10, None) is None
-    assert fresh_classifier_reason(Namespace(resume_params=None)) is None
+    assert fresh_classifier_reason(None, 10, None) is None

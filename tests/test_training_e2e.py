@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,36 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(recs, uninterrupt
         assert_same_params(load(whole / f"final-rank{rank}.params"), load(killed / f"final-rank{rank}.params"),
                            f"rank {rank}: uninterrupted vs killed + resumed")
     assert epochs(killed)[-1]["loss"] == pytest.approx(epochs(whole)[-1]["loss"], rel=1e-5)
+
+
+BLIND_RANK_1 = """if [ "$HOROVOD_RANK" = 1 ]; then
+  exec unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs "$0" && exec "$@"' "$RESUME_DIR" "$@"
+fi
+exec "$@"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (mounts)")
+def test_resume_is_rank_0s_decision_on_hosts_that_share_no_disk(recs, uninterrupted, tmp_path):
+    """Rank 1 sees an empty save folder (its own mount namespace: another host's disk), rank 0 the checkpoint after
+    epoch 1: rank 1 gets the checkpoint's files from rank 0, both resume from it, and the run ends with the
+    uninterrupted run's weights (a rank starting from scratch would have trained a different model)."""
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("ckpt-0001.params", "ckpt-0001.states", "ckpt-0001.json"):
+        shutil.copy(uninterrupted / name, cut / name)
+    wrapper = tmp_path / "blind_rank1.sh"
+    wrapper.write_text(BLIND_RANK_1)
+    cmd = command(recs[0], cut, "--no-auto-aug", *PREEMPT_FLAGS, "--resume", str(cut))
+    cmd = cmd[:6] + ["sh", str(wrapper)] + cmd[6:]  # horovodrun ... sh wrapper python train_imagenet.py ...
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=REPO,
+                          env={**os.environ, "RESUME_DIR": str(cut)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rank(s) 1 on" in proc.stdout and "had no copy of ckpt-0001.params: sent from rank 0" in proc.stdout
+    assert [r["epoch"] for r in events(cut, "resume")] == [1]
+    assert not os.path.exists(cut / "final-rank1.params")  # rank 1 wrote into its own (now gone) folder
+    assert_same_params(load(uninterrupted / "final-rank0.params"), load(cut / "final-rank0.params"),
+                       "rank 0: uninterrupted vs resumed with rank 1 blind")
 
 
 def events(save_dir, kind):
@@ -399,8 +430,10 @@ def test_too_many_bad_records_stop_the_run_with_exit_7(bad_rec, tmp_path, path):
     """The default limit (0.1%): the fast path stops before training (its scan found 5 of 150), the loader path at
     the step that met the first (1 of 150), on every rank."""
     flags = ["--no-auto-aug"] if path == "fast" else ["--auto-aug"]
-    proc = run(command(bad_rec, tmp_path / "strict", *flags, "--num-epochs", "2", "--warmup-epochs", "0"), fails=True)
+    proc = run(command(bad_rec, tmp_path / "strict", *flags, "--num-epochs", "2", "--warmup-epochs", "0",
+                       "--max-bad-records", "0"), fails=True)
     assert "exit with status code 7" in proc.stdout + proc.stderr
     found = "5 of 150 records are undecodable (3.33%" if path == "fast" else "1 of 150 records are undecodable (0.67%"
-    assert f"{found} > --max-bad-records-fraction 0.001); not training on damaged data" in proc.stderr
+    assert f"{found} > --max-bad-records-fraction 0.001 and > --max-bad-records 0); not training on damaged " \
+           f"data" in proc.stderr
     assert not glob.glob(str(tmp_path / "strict" / "ckpt-*"))

@@ -3,17 +3,20 @@
 Training: :class:`RecordTrainIter` (ImageRecordIter, fast, default) or :class:`RecordTrainLoader` (Gluon
 DataLoader: AutoAugment, large sizes), both sharded with equal steps per rank; :class:`MixupLabelSmoothing` on
 their batches. Evaluation: :func:`eval_transform` (the official verify protocol of a model's ``DataConfig``),
-:class:`ValRecordIter`, :func:`preprocess_image`.
+:class:`ValRecordIter`, :func:`preprocess_image`. Names are imported on first use, so a packing tool that needs
+only :mod:`.records` does not load the pipelines.
 """
-from .autoaugment import IMAGENET_POLICY, ImageNetAutoAugment
-from .mixup import MixupLabelSmoothing, smooth_targets
-from .records import CorruptRecordError, RecordImageDataset, count_records
-from .sharding import ShardSampler, steps_per_epoch
-from .train import RecordTrainIter, RecordTrainLoader
-from .transforms import EvalTransform, TrainTransform, eval_crop, eval_transform, load_image
-from .val import ValRecordIter, preprocess_image
+from .._lazy import lazy_attributes
 
-__all__ = ["RecordTrainIter", "RecordTrainLoader", "ShardSampler", "steps_per_epoch", "MixupLabelSmoothing",
-           "smooth_targets", "ImageNetAutoAugment", "IMAGENET_POLICY", "TrainTransform", "EvalTransform",
-           "eval_transform", "eval_crop", "load_image", "ValRecordIter", "preprocess_image", "RecordImageDataset",
-           "count_records", "CorruptRecordError"]
+_EXPORTS = {
+    "IMAGENET_POLICY": ".autoaugment", "ImageNetAutoAugment": ".autoaugment",
+    "MixupLabelSmoothing": ".mixup", "smooth_targets": ".mixup",
+    "CorruptRecordError": ".records", "RecordImageDataset": ".records", "count_records": ".records",
+    "ShardSampler": ".sharding", "steps_per_epoch": ".sharding",
+    "RecordTrainIter": ".train", "RecordTrainLoader": ".train",
+    "EvalTransform": ".transforms", "TrainTransform": ".transforms", "eval_crop": ".transforms",
+    "eval_transform": ".transforms", "load_image": ".transforms",
+    "ValRecordIter": ".val", "preprocess_image": ".val",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -20,11 +20,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 
 from ..atomic import DiskFullError, free_bytes, write_json
+from .checking import check  # PIL (strict: also cut JPEGs OpenCV would fill grey) and OpenCV
 from .preflight import preflight
 from .records import default_idx_path, read_idx_entries
 
 __all__ = ["BadRecord", "TooManyBadRecords", "EXIT_BAD_RECORDS", "scan_bad_records", "records_without_bad",
-           "check_bad_fraction", "cache_dir_for"]
+           "check_bad_fraction", "BadRecordLimit", "cache_dir_for"]
 
 EXIT_BAD_RECORDS = 7  # train_imagenet.py's exit code when the bad share passes --max-bad-records-fraction
 _SCAN_VERSION = 4  # 3: records with broken framing are read past and listed; 4: damaged headers too
@@ -50,13 +51,32 @@ class BadRecord:
         return asdict(self)
 
 
-def check_bad_fraction(bad_count, total, max_fraction, rec_path):
-    """Raises :class:`TooManyBadRecords` when ``bad_count / total`` exceeds ``max_fraction``."""
-    if total and bad_count / total > max_fraction:
+@dataclass(frozen=True)
+class BadRecordLimit:
+    """How many undecodable records a run accepts: more than ``fraction`` of the file AND more than ``count``
+    records stop it. The share catches a broken copy of a large file; the count lets a few damaged images through
+    in a small one (2 of 1,437 images are 0.14 %, which a share alone of 0.1 % would refuse)."""
+
+    fraction: float = 0.001
+    count: int = 10
+
+    def allows(self, bad_count, total):
+        return bad_count <= self.count or bad_count <= self.fraction * total
+
+    def describe(self):
+        return (f"undecodable records are skipped and named; more than {self.fraction:.2%} of the file and more "
+                f"than {self.count} stop the run")
+
+
+def check_bad_fraction(bad_count, total, limit, rec_path):
+    """Raises :class:`TooManyBadRecords` when ``limit`` (a :class:`BadRecordLimit`) does not allow ``bad_count``
+    bad records out of ``total``."""
+    if total and not limit.allows(bad_count, total):
         raise TooManyBadRecords(f"{rec_path}: {bad_count} of {total} records are undecodable "
-                                f"({bad_count / total:.2%} > --max-bad-records-fraction {max_fraction:g}); not "
-                                f"training on damaged data: re-copy or re-pack it (python -m recordio_tools check "
-                                f"{rec_path} lists them), or raise the limit")
+                                f"({bad_count / total:.2%} > --max-bad-records-fraction {limit.fraction:g} and "
+                                f"> --max-bad-records {limit.count}); not training on damaged data: re-copy or "
+                                f"re-pack it (python -m recordio_tools check {rec_path} lists them), or raise the "
+                                f"limits")
 
 
 def _writable_dir(path):
@@ -110,8 +130,6 @@ def scan_bad_records(rec_path, idx_path=None, num_workers=1, cache_dir=None):
                         for b in stored["bad"]]
         except (ValueError, KeyError, TypeError):
             pass  # an unreadable cache is rebuilt
-    from recordio_tools.checking import check  # PIL (strict: also cut JPEGs OpenCV would fill grey) and OpenCV
-
     summary = check(rec_path, num_workers=num_workers, progress=False, idx_path=idx_path, for_training=True)
     keys = {offset: key for _, key, offset in read_idx_entries(idx_path)}
     bad = [BadRecord(rec_path, p["position"], keys[p["offset"]], p["offset"], p["error"])

@@ -15,7 +15,7 @@ from ..exits import plain_reason
 
 __all__ = ["CorruptRecordError", "count_records", "default_idx_path", "decode_record", "RecordImageDataset",
            "header_damage", "iter_records", "max_label", "RECORD_MAGIC", "IR_HEADER", "read_frame", "read_idx_entries",
-           "undecodable_reason", "unpack_record"]
+           "undecodable_reason", "unpack_record", "is_detection_label", "parse_objects"]
 
 # RecordIO framing (dmlc-core recordio.h): each part of a record is the magic word, a uint32 whose top 3 bits are
 # the continuation flag (0 whole record, 1 first, 2 middle, 3 last part; a payload containing the magic word is
@@ -209,3 +209,22 @@ def max_label(rec_path):
         except CorruptRecordError:
             continue  # a damaged header is not a label
     return max(labels, default=float("nan"))
+
+
+def is_detection_label(labels):
+    """True when a header's labels have im2rec's detection layout: [header width >= 2, object width >= 5, ...]
+    with the objects filling the rest exactly."""
+    if len(labels) < 2:
+        return False
+    hw, ow = labels[0], labels[1]
+    return (hw == int(hw) and ow == int(ow) and 2 <= hw <= len(labels) and ow >= 5
+            and (len(labels) - int(hw)) % int(ow) == 0)
+
+
+def parse_objects(labels):
+    """``(objects array (N, object width), problem or None)`` of a detection label vector."""
+    if not is_detection_label(labels):
+        return None, "label of %d values is not a detection label [header width, object width, objects...]" \
+            % len(labels)
+    hw, ow = int(labels[0]), int(labels[1])
+    return np.asarray(labels[hw:], np.float64).reshape(-1, ow), None

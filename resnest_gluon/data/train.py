@@ -28,7 +28,7 @@ decodable record in file order and reports its index with the batch (``take_bad(
 import mxnet as mx
 import numpy as np
 
-from ..zoo import IMAGENET_MEAN, IMAGENET_STD
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 from .bad_records import records_without_bad, scan_bad_records
 from .records import CorruptRecordError, RecordImageDataset, count_records, default_idx_path
 from .sharding import ShardSampler, steps_per_epoch

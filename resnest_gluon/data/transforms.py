@@ -12,13 +12,12 @@ import cv2
 import mxnet as mx
 import numpy as np
 
-from ..zoo import IMAGENET_MEAN, IMAGENET_STD
+from ..config import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, interp_code
 
 __all__ = ["INTERPOLATIONS", "interp_code", "eval_crop", "eval_transform", "EvalTransform", "load_image",
            "random_resized_crop", "color_jitter", "lighting", "to_normalized_chw", "TrainTransform",
            "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC"]
 
-INTERPOLATIONS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "lanczos": 4}
 LARGE_SIZE = 320  # from this input size on, the official protocol switches to a centred square + bicubic
 
 # AlexNet-style PCA lighting on ImageNet RGB (0-255 units), the constants MXNet and GluonCV use
@@ -27,17 +26,6 @@ IMAGENET_PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                                 [-0.5808, -0.0045, -0.8140],
                                 [-0.5836, -0.6948, 0.4203]], np.float32)
 _GRAY = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def interp_code(interpolation):
-    """OpenCV/MXNet interpolation code of a name ('bilinear', 'bicubic', ...) or of an int code."""
-    if isinstance(interpolation, (int, np.integer)) and 0 <= interpolation <= 4:
-        return int(interpolation)
-    try:
-        return INTERPOLATIONS[str(interpolation).lower()]
-    except KeyError:
-        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)} or 0-4, "
-                         f"got {interpolation!r}") from None
 
 
 def _as_uint8_hwc(img, what="image"):

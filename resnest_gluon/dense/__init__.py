@@ -2,85 +2,63 @@
 instance segmentation (Mask R-CNN FPN).
 
 Names follow the classification registry: ``deeplab_<backbone>``, ``faster_rcnn_fpn_<backbone>`` and
-``mask_rcnn_fpn_<backbone>`` for every backbone ``list_models()`` knows, built by
-``get_model("deeplab_resnest50", classes=150)`` or ``get_model("mask_rcnn_fpn_resnest50", classes=["cat", "dog"])``.
-gluoncv is imported only when one is built.
+``mask_rcnn_fpn_<backbone>`` for every backbone the zoo has; importing this package registers them in
+:mod:`resnest_gluon.registry`, so ``get_model("deeplab_resnest50", classes=150)`` or
+``get_model("mask_rcnn_fpn_resnest50", classes=["cat", "dog"])`` build them. gluoncv is imported only when one is
+built.
 """
-import os
 import warnings
 
 import mxnet as mx
 
-from ..zoo import get_config, get_model, list_models, load_weights
-from .config import DenseDataConfig, default_data_config
+from ..config import DenseDataConfig, default_dense_data_config
+from ..registry import ModelEntry, list_models, model_entry, register_model
+from ..weights import load_weights
+from .backbone import build_backbone
+from .detection import faster_rcnn_fpn, mask_rcnn_fpn
+from .segmentation import DeepLabV3
 
 __all__ = ["DENSE_KINDS", "DenseDataConfig", "dense_task", "get_dense_model", "list_dense_models",
            "load_gluoncv_params", "build_backbone", "initialize_fresh", "finish_deferred_init", "randomize"]
 
 
 def _deeplab(backbone, num_classes, class_names, **kwargs):
-    from .segmentation import DeepLabV3
-
     return DeepLabV3(backbone, num_classes, **kwargs)
 
 
 def _faster_rcnn_fpn(backbone, num_classes, class_names, **kwargs):
-    from .detection import faster_rcnn_fpn
-
     return faster_rcnn_fpn(backbone, class_names or [str(i) for i in range(num_classes)], **kwargs)
 
 
 def _mask_rcnn_fpn(backbone, num_classes, class_names, **kwargs):
-    from .detection import mask_rcnn_fpn
-
     return mask_rcnn_fpn(backbone, class_names or [str(i) for i in range(num_classes)], **kwargs)
 
 
 DENSE_KINDS = {"deeplab": _deeplab, "faster_rcnn_fpn": _faster_rcnn_fpn, "mask_rcnn_fpn": _mask_rcnn_fpn}
 
 
+KIND_TASKS = {"deeplab": "segmentation", "faster_rcnn_fpn": "detection", "mask_rcnn_fpn": "detection"}
+
+
 def list_dense_models(pattern=None):
     """Sorted dense model names (``deeplab_resnest50``, ...), optionally filtered by a shell-style ``pattern``."""
-    import fnmatch
-
-    names = sorted(f"{kind}_{backbone}" for kind in DENSE_KINDS for backbone in list_models())
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+    return sorted(list_models(pattern, "detection") + list_models(pattern, "segmentation"))
 
 
 def split_dense_name(name):
     """``("deeplab", "resnest50")`` for ``deeplab_resnest50``; None when ``name`` is not a dense model's name."""
-    for kind in DENSE_KINDS:
-        if name.lower().startswith(kind + "_") and name.lower()[len(kind) + 1:] in list_models():
-            return kind, name.lower()[len(kind) + 1:]
-    return None
+    try:
+        entry = model_entry(name)
+    except ValueError:
+        return None
+    return entry.config if entry.task != "classification" else None
 
 
 def dense_task(name):
     """``"segmentation"`` or ``"detection"``: what the dense model ``name`` predicts (``"classification"`` for the
     other names)."""
     parts = split_dense_name(name)
-    if parts is None:
-        return "classification"
-    return "segmentation" if parts[0] == "deeplab" else "detection"
-
-
-def build_backbone(name, pretrained_base=False, ctx=mx.cpu(), root=None, **kwargs):
-    """Our network ``name`` as a dense model's backbone (``features_only``; ``kwargs`` as :func:`get_model`'s).
-
-    ``pretrained_base``: False (to be initialised), True (the published ImageNet weights) or the path of a
-    classification weights file of this project (a checkpoint or a ``save_trained`` file: its information must name
-    the same model; its classifier is left out).
-    """
-    if isinstance(pretrained_base, (str, os.PathLike)):
-        from ..trained import read_info
-
-        info = read_info(pretrained_base)
-        if info is not None and info.model != get_config(name).name:
-            raise ValueError(f"{pretrained_base} holds a {info.model}, not the {get_config(name).name} backbone "
-                             f"asked for")
-        net = get_model(name, ctx=ctx, features_only=True, **kwargs)
-        return load_weights(net, os.fspath(pretrained_base), ctx=ctx)
-    return get_model(name, pretrained=bool(pretrained_base), ctx=ctx, root=root, features_only=True, **kwargs)
+    return "classification" if parts is None else KIND_TASKS[parts[0]]
 
 
 def initialize_fresh(net, ctx):
@@ -167,7 +145,7 @@ def get_dense_model(name, classes, pretrained_base=False, ctx=None, root=None, *
                                 **kwargs)
         initialize_fresh(net, ctx)
     net.model_name, net.class_names, net.num_classes = name.lower(), class_names, classes
-    net.data_config = default_data_config(dense_task(name))
+    net.data_config = default_dense_data_config(dense_task(name))
     # settings to rebuild it with (in its information file); layers (norm_layer) are not: any normalisation loads
     net.build_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if _plain(v)}
     return net
@@ -178,3 +156,22 @@ def load_gluoncv_params(net, path, ctx=None):
     ``deeplab_resnest50``) by name: GluonCV's names mapped to ours (``net.gluoncv_name``), then every weight must fit,
     as :func:`~resnest_gluon.load_weights` checks."""
     return load_weights(net, path, ctx=ctx or mx.cpu(), rename=net.gluoncv_name)
+
+
+def _dense_builder(name):
+    def build(pretrained=False, ctx=None, root=None, classes=None, **kwargs):
+        if pretrained:
+            raise ValueError(f"{name}: this project publishes no {name} weights; build it with "
+                             f"pretrained_base=True (ImageNet backbone), or load GluonCV's published file of the same "
+                             f"model with resnest_gluon.dense.load_gluoncv_params")
+        return get_dense_model(name, classes, ctx=ctx, root=root, **kwargs)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
+for _backbone in list_models():
+    for _kind, _task in KIND_TASKS.items():
+        _name = f"{_kind}_{_backbone}"
+        register_model(ModelEntry(_name, _task, _dense_builder(_name), default_dense_data_config(_task),
+                                  (_kind, _backbone)))

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..atomic import atomic_write, write_json
 from ..data.transforms import load_image
 from ..exits import EXIT_SKIPPED, report_skipped
+from ..trained import load_class_names
 
 __all__ = ["EXIT_SKIPPED", "add_dense_arguments", "add_dense_model_arguments", "add_device_arguments",
            "add_output_arguments", "device_context", "load_runner", "output_names", "run_images", "save_png"]
@@ -65,8 +66,6 @@ def device_context(args, dist):
 def load_runner(runner_class, args, ctx=None):
     """The runner (:class:`~resnest_gluon.dense.inference.Detector` or ``Segmenter``) the flags describe, on
     ``ctx`` (default CPU)."""
-    from ..trained import load_class_names
-
     if not os.path.isfile(args.params):
         raise FileNotFoundError(f"--params: file not found: {args.params!r}")
     for flag in ("short", "max_size"):

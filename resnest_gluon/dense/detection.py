@@ -13,16 +13,17 @@ documentation says zeros): GluonCV's FPN pooling masks each level's RoIs that wa
 detections read whatever that memory held (a repeated call gave other scores, once 1e37). Our detectors pool with
 those rows zeroed (:func:`zero_masked_roi_align`), GluonCV's own computation otherwise.
 
-gluoncv is imported when a model is built. Import ``resnest_gluon`` before ``gluoncv`` (this package always is):
-loading our operator library regenerates MXNet's ``mx.sym`` operator functions, and GluonCV's FPN compares its norm
-layer to one of them by identity.
+gluoncv is imported when a model is built. Loading our operator library regenerates MXNet's ``mx.sym`` operator
+functions, and GluonCV's FPN compares its norm layer to the one it imported by identity: we hand it that very one
+(``gluoncv.nn.feature.SyncBatchNorm``), so the order in which gluoncv and the operator were loaded does not matter.
 """
 import types
 
 import mxnet as mx
 from mxnet.gluon import nn
 
-from ..zoo import get_model
+from ..registry import get_model
+from .backbone import build_backbone
 
 __all__ = ["faster_rcnn_fpn", "fpn_rcnn_parts", "mask_rcnn_fpn", "plain_batchnorm", "zero_masked_roi_align"]
 
@@ -73,18 +74,17 @@ def fpn_rcnn_parts(backbone, pretrained_base=False, num_devices=0, ctx=mx.cpu(),
         raise ValueError(f"box_head must be one of {BOX_HEADS}, got {box_head!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    from gluoncv.nn.feature import FPNFeatureExpander
+    from gluoncv.nn import feature
     from mxnet.gluon.contrib.nn import SyncBatchNorm
 
     norm_kwargs = {"num_devices": num_devices} if num_devices >= 1 else {}
     arch = dict(norm_layer=SyncBatchNorm, norm_kwargs=norm_kwargs)
-    from . import build_backbone
 
     base = build_backbone(backbone, pretrained_base, ctx, root, out_indices=(4,), prefix=BACKBONE_PREFIX, **arch)
-    features = FPNFeatureExpander(
+    features = feature.FPNFeatureExpander(
         network=base, outputs=stage_output_names(backbone, **arch), num_filters=[256] * 4, use_1x1=True,
         use_upsample=True, use_elewadd=True, use_p6=True, no_bias=True, pretrained=False,
-        norm_layer=mx.sym.contrib.SyncBatchNorm, norm_kwargs={"ndev": num_devices} if num_devices >= 1 else {})
+        norm_layer=feature.SyncBatchNorm, norm_kwargs={"ndev": num_devices} if num_devices >= 1 else {})
     if norm != "syncbn":
         plain_batchnorm(features, frozen=norm == "frozen_bn")
 

@@ -10,9 +10,11 @@ loaders can skip and report it.
 """
 import numpy as np
 
-from recordio_tools.detection import parse_objects
-
-from ..data.records import CorruptRecordError, RecordImageDataset, decode_record
+from ..data.records import (IR_HEADER, CorruptRecordError, RecordImageDataset, decode_record, default_idx_path,
+                            parse_objects, read_frame, read_idx_entries)
+from ..data.sharding import ShardSampler
+from ..data.train import _SeededSampler
+from ..data.workers import close_loader
 
 __all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "header_objects", "check_class_ids", "objects_in_pixels"]
 
@@ -48,8 +50,6 @@ def header_objects(rec_path, idx_path=None):
     decoding); None where the header is not a readable detection label."""
     import os
     import struct
-
-    from ..data.records import IR_HEADER, default_idx_path, read_frame, read_idx_entries
 
     idx_path = idx_path or default_idx_path(rec_path)
     found = []
@@ -134,10 +134,6 @@ class DetectionTrainLoader:
         from gluoncv.data.batchify import FasterRCNNTrainBatchify
         from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
 
-        from ..data.records import default_idx_path
-        from ..data.sharding import ShardSampler
-        from ..data.train import _SeededSampler
-
         idx_path = idx_path or default_idx_path(rec_path)
         counts = [-1 if o is None else len(o) for o in header_objects(rec_path, idx_path)]
         usable = [i for i, n in enumerate(counts) if n > 0]
@@ -176,8 +172,6 @@ class DetectionTrainLoader:
         return bad
 
     def close(self):
-        from ..data.workers import close_loader
-
         close_loader(self.loader)
 
 

@@ -6,7 +6,7 @@
     labels = segmenter.segment("street.jpg")                # (H, W) class index per pixel
 
 Both hybridize the network (static memory); on CPU our backbone runs its split attention as the fused operator
-(:mod:`resnest_gluon.deploy.attention_op`) when it is built, inside GluonCV's traced FPN as well. ``scripts/detect.py``
+(:mod:`resnest_gluon.ops.attention_op`) when it is built, inside GluonCV's traced FPN as well. ``scripts/detect.py``
 and ``scripts/segment.py`` draw the results.
 """
 import cv2

@@ -11,6 +11,8 @@ differ from GluonCV's ``DeepLabV3``, both without changing a number at GluonCV's
 import mxnet as mx
 from mxnet.gluon import nn
 
+from .backbone import build_backbone
+
 
 __all__ = ["DeepLabV3"]
 
@@ -52,8 +54,7 @@ class DeepLabV3(nn.HybridBlock):
         from gluoncv.model_zoo.deeplabv3 import _DeepLabHead
         from gluoncv.model_zoo.fcn import _FCNHead
 
-        from . import build_backbone
-
+    
         self.aux, self.num_classes, self.backbone_name = aux, classes, backbone
         norm = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
         with self.name_scope():

@@ -1,7 +1,7 @@
 """bfloat16 inference on CPU: MXNet AMP's conversion, with oneDNN fusion and bfloat16 weights.
 
 The convolutions, dense layers, pooling and the layout operators listed in :data:`BF16_SAFE_OPS` run in bfloat16;
-the split-attention tail (the fused operator of :mod:`resnest_gluon.deploy.attention_op`, which the block casts to
+the split-attention tail (the fused operator of :mod:`resnest_gluon.ops.attention_op`, which the block casts to
 float32 itself, or ``broadcast_mul``, ``slice_axis``, ``add_n``) and the small reductions (softmax, sum) run in float32
 between two casts. That is measured, not cautious: MXNet 1.9's bfloat16 ``broadcast_mul`` is a scalar kernel that
 took twice as long as all the (AMX) convolutions of ResNeSt-50 together, while a cast is one oneDNN reorder

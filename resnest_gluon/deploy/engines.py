@@ -14,6 +14,10 @@ import sys
 
 import numpy as np
 
+from ..trained import is_onnx, read_onnx_info
+from .onnx_export import onnx_model
+from .onnx_quantize import onnx_precision, quantize_onnx
+
 __all__ = ["BACKENDS", "ENGINE_BACKENDS", "ENGINE_DTYPES", "open_engine", "engine_for", "NDArrayCalls",
            "engine_bfloat16_supported",
            "OnnxRuntimeEngine", "OpenVinoEngine"]
@@ -147,10 +151,6 @@ def engine_for(info, backend, params=None, net=None, threads=None, dtype="float3
     class names and data config (:func:`~resnest_gluon.deploy.onnx_model`). ``dtype='int8'`` runs a quantized
     file as it is, and quantizes a float one first (:func:`~resnest_gluon.deploy.onnx_quantize.quantize_onnx`
     with the ``calibration`` keywords, as for MXNet's int8)."""
-    from ..trained import is_onnx
-    from .onnx_export import onnx_model, read_onnx_info
-    from .onnx_quantize import onnx_precision, quantize_onnx
-
     if dtype not in ENGINE_DTYPES.get(backend, ()):
         raise ValueError(f"the {backend} backend runs {', '.join(ENGINE_DTYPES.get(backend, ()))}, not {dtype!r}")
 

@@ -29,13 +29,14 @@ import mxnet as mx
 import numpy as np
 
 from ..atomic import atomic_write
+from ..config import __version__
 from ..splat import SplitAttentionConv, set_onnx_layout
-from ..trained import ModelInfo, info_of, is_dense
+from ..trained import ONNX_METADATA_KEY, ModelInfo, info_of, is_dense, read_onnx_info
 
 __all__ = ["METADATA_KEY", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_model", "read_onnx_info",
            "prepare_graph"]
 
-METADATA_KEY = "resnest_gluon.model_info"
+METADATA_KEY = ONNX_METADATA_KEY
 INPUT_NAME, OUTPUT_NAME = "data", "logits"
 
 
@@ -302,18 +303,4 @@ def export_onnx(net, path, class_names=None, data_config=None):
 
 
 def _version():
-    from .. import __version__
-
     return __version__
-
-
-def read_onnx_info(path):
-    """The :class:`~resnest_gluon.trained.ModelInfo` stored in an ONNX file by :func:`export_onnx`
-    (``ValueError`` naming the file when it has none)."""
-    onnx = _onnx()
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    if METADATA_KEY not in props:
-        raise ValueError(f"{path}: no {METADATA_KEY} in its metadata_props (not written by resnest_gluon's "
-                         f"export_onnx); give the model, classes and data config yourself")
-    return ModelInfo.from_dict(json.loads(props[METADATA_KEY]))

@@ -10,15 +10,16 @@ from ..data.records import count_records, default_idx_path
 __all__ = ["BadRecordWatch", "prepare_fast_path"]
 
 
-def prepare_fast_path(rec_path, idx_path, num_workers, max_fraction, dist):
+def prepare_fast_path(rec_path, idx_path, num_workers, limit, dist):
     """Rank 0 scans ``rec_path`` for undecodable records (cached) and, unless there are too many, writes the copy
     without them, while the other ranks wait; then every rank reads the scan from its cache. Raises
-    :class:`~..data.bad_records.TooManyBadRecords` on every rank when the bad share exceeds ``max_fraction``."""
+    :class:`~..data.bad_records.TooManyBadRecords` on every rank when ``limit`` (a
+    :class:`~..data.bad_records.BadRecordLimit`) is exceeded."""
     failure, idx_path = None, idx_path or default_idx_path(rec_path)
     if dist.is_root:
         try:
             bad = scan_bad_records(rec_path, idx_path, num_workers)
-            if len(bad) <= max_fraction * count_records(idx_path):  # else every rank stops below, copying nothing
+            if limit.allows(len(bad), count_records(idx_path)):  # else every rank stops below, copying nothing
                 records_without_bad(rec_path, idx_path, bad)
         except Exception as err:  # the other ranks must not wait for a copy that never comes
             failure = err
@@ -32,10 +33,10 @@ def prepare_fast_path(rec_path, idx_path, num_workers, max_fraction, dist):
 
 class BadRecordWatch:
     """Names each bad record once (rank 0: a ``bad record:`` line and a ``"bad_record"`` event) and raises
-    :class:`~..data.bad_records.TooManyBadRecords` when more than ``max_fraction`` of ``total`` records are bad."""
+    :class:`~..data.bad_records.TooManyBadRecords` when ``limit`` does not allow their number out of ``total``."""
 
-    def __init__(self, rec_path, total, max_fraction, dist, log=None):
-        self.rec_path, self.total, self.max_fraction, self.dist, self.log = rec_path, total, max_fraction, dist, log
+    def __init__(self, rec_path, total, limit, dist, log=None):
+        self.rec_path, self.total, self.limit, self.dist, self.log = rec_path, total, limit, dist, log
         self.seen = {}  # offset -> BadRecord
 
     def report(self, records, epoch, how):
@@ -47,7 +48,7 @@ class BadRecordWatch:
                 print(f"bad record: {b.describe()}; {how}", flush=True)
                 if self.log is not None:
                     self.log.write("bad_record", epoch=epoch, **b.to_dict(), action=how)
-        check_bad_fraction(len(self.seen), self.total, self.max_fraction, self.rec_path)
+        check_bad_fraction(len(self.seen), self.total, self.limit, self.rec_path)
 
     def gather(self, dataset, mine, epoch):
         """After a step in which some rank met bad records (every rank calls it): ``mine`` are this rank's dataset

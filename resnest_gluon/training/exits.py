@@ -3,7 +3,8 @@
 0 done, 2 unusable arguments or data (named), 3 diverged (NaN/inf), 4 a checkpoint or log could not be written
 (disk full: the message names the path and the space needed; the last complete checkpoint is kept), 5 stopped by
 SIGTERM/SIGINT after a checkpoint of its step (resumable with ``--resume DIR``), 6 not learning with
-``--stop-if-not-learning``, 7 more undecodable training records than ``--max-bad-records-fraction``. A second signal
+``--stop-if-not-learning``, 7 more undecodable training records than ``--max-bad-records-fraction`` and
+``--max-bad-records`` allow. A second signal
 ends the process at once, by that signal.
 """
 import errno
@@ -12,9 +13,8 @@ import signal
 import sys
 
 from ..data.bad_records import EXIT_BAD_RECORDS, TooManyBadRecords
-from .health import NotLearning
-from .loop import CheckpointNotSaved, TrainingDiverged
 from .preemption import EXIT_PREEMPTED, Preempted, StopNow
+from .trainer import CheckpointNotSaved, NotLearning, TrainingDiverged
 
 __all__ = ["run_training"]
 

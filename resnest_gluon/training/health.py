@@ -5,7 +5,7 @@ After warm-up, three signs are checked once per epoch (the same numbers on every
 * ``loss_rising``: the epoch's training loss is well above the first epoch's (``rise`` times it): the learning rate
   is too high for this batch, typically;
 * ``loss_flat``: no new best training loss (by ``min_gain``) for ``patience`` epochs;
-* ``val_chance``: validation top-1 within two standard errors of guessing (``1 / classes``).
+* ``val_chance``: validation top-1 within two standard errors of guessing (``1 / classes``; classifiers only).
 
 Each sign is reported once, with the likely causes; :class:`NotLearning` is what a run that asked to stop raises.
 """
@@ -37,8 +37,9 @@ class LearningWatch:
     """``findings = watch.update(epoch, loss, val_top1, val_images)`` after each epoch (1-based epochs)."""
 
     def __init__(self, num_classes, warmup_epochs, num_epochs, effective_lr, rise=1.25, min_gain=0.005,
-                 patience=None):
-        self.chance = 1.0 / num_classes
+                 patience=None, causes=_CAUSES):
+        self.chance = 1.0 / num_classes if num_classes else None  # None: no chance level (detection)
+        self.causes = causes
         self.warmup, self.lr, self.rise, self.min_gain = warmup_epochs, effective_lr, rise, min_gain
         self.patience = patience or max(3, num_epochs // 10)
         self.start = self.best = None
@@ -59,7 +60,7 @@ class LearningWatch:
             if epoch - max(self.best_epoch, self.warmup) >= self.patience:
                 new.append(("loss_flat", f"the training loss has not improved for {epoch - self.best_epoch} epochs "
                                          f"(best {self.best:.4g} at epoch {self.best_epoch})"))
-            if val_top1 is not None and val_images:
+            if self.chance is not None and val_top1 is not None and val_images:
                 margin = 2 * math.sqrt(self.chance * (1 - self.chance) / val_images)
                 if val_top1 <= self.chance + margin:
                     new.append(("val_chance", f"validation top-1 {val_top1:.2%} is at chance "
@@ -67,7 +68,7 @@ class LearningWatch:
                                               f"{val_images} images)"))
         seen = {f.kind for f in self.findings}
         found = [Finding(kind, epoch, f"not learning at epoch {epoch}: {what}. Likely causes: "
-                                      + "; ".join(c.format(lr=self.lr) for c in _CAUSES))
+                                      + "; ".join(c.format(lr=self.lr) for c in self.causes))
                  for kind, what in new if kind not in seen]
         self.findings += found
         return found

@@ -56,8 +56,8 @@ SMALL = Recipe(
         "min_random_area": 0.8,
         "crop_ratio": 1.0,
         # Short runs: see every epoch, keep every epoch.
-        "eval_frequency": 1,
-        "save_frequency": 1,
+        "val_interval": 1,
+        "save_interval": 1,
         "log_interval": 10,
     }),
 )

@@ -23,12 +23,12 @@ import mxnet as mx
 from PIL import Image
 from tqdm import tqdm
 
-from resnest_gluon.data.records import IR_HEADER, CorruptRecordError, read_idx_entries, unpack_record
-from resnest_gluon.exits import plain_reason
+from ..exits import plain_reason
+from .record_reader import RecordReader
+from .records import (IR_HEADER, CorruptRecordError, is_detection_label, parse_objects, read_idx_entries,
+                      unpack_record)
+from .strict_images import load_strict
 
-from . import detection as det
-from . import images, listing
-from .reader import RecordReader
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _decode(item):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(payload))
-            images.load_strict(im)
+            load_strict(im)
         return pos, None, im.size, im.mode, im.format
     except Exception as e:
         return pos, "cannot decode image (PIL: %s)" % (plain_reason(e) or type(e).__name__), None, None, None
@@ -105,7 +105,7 @@ class _Scan:
         self.by_offset[offset] = rec
         self.records_by_position[position] = rec
         if labels and self.detection is None:
-            self.detection = header.flag > 0 and det.is_detection_label(labels)
+            self.detection = header.flag > 0 and is_detection_label(labels)
         if self.detection:
             if labels:
                 self._add_objects(labels, position, rec["id"], offset)
@@ -118,7 +118,7 @@ class _Scan:
         return payload
 
     def _add_objects(self, labels, position, record_id, offset):
-        objects, problem = det.parse_objects(labels)
+        objects, problem = parse_objects(labels)
         if problem:
             self.problem(problem, position, record_id, offset)
             return
@@ -265,8 +265,9 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
     has_idx = os.path.isfile(idx_path)
     file_size = os.path.getsize(rec_path)
     class_names = None
-    if os.path.isfile(listing.classes_path(prefix)):
-        class_names = listing.read_classes(listing.classes_path(prefix))
+    if os.path.isfile(prefix + "_classes.txt"):  # what recordio_tools writes beside the .rec
+        with open(prefix + "_classes.txt", encoding="utf-8") as f:
+            class_names = [line.rstrip("\n") for line in f if line.strip()]
     scan = _Scan(rec_path, num_classes, detection)
     scan.detection_classes = num_classes if num_classes is not None else (len(class_names) if class_names else None)
     start = time.time()

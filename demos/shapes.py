@@ -1,4 +1,4 @@
-"""A small, seeded shape-classification dataset for the end-to-end demo (``scripts/demo.py``).
+"""A small, seeded shape-classification dataset for the end-to-end demo (:mod:`demos.classification`).
 
 Why procedural: the demo must run offline and show an accuracy that means something. The class is the *shape*
 (circle, ring, square, frame, triangle, star, cross, crescent, heart, arrow); everything else -- position, scale,
@@ -6,7 +6,7 @@ rotation, mirror, foreground and background colours, background texture, noise a
 independently of the class, so colour statistics carry no label information (a nearest-class-mean classifier on
 mean RGB stays near chance; see ``tests/test_demo.py``) and a network has to learn outlines.
 
-    python -m resnest_gluon.demo_data out/shapes --train-per-class 300 --val-per-class 60 --seed 0
+    python -m demos.shapes out/shapes --train-per-class 300 --val-per-class 60 --seed 0
 
 writes ``out/shapes/{train,val}/<class>/<class>_NNNN.jpg``. The same seed gives byte-identical files.
 """

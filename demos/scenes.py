@@ -1,10 +1,10 @@
 """Seeded object-detection scenes for the detection demo, written as a Pascal VOC folder.
 
-Why procedural: as with the classification demo (:mod:`resnest_gluon.demo_data`, whose shapes, colours, textures
-and clutter these scenes reuse), the demo must run offline and reach an mAP that means something. Each scene holds
-1-5 shapes (default classes circle, cross, square, star, triangle: outlines that stay distinct when small). The class
-is the outline only: position, size (radius 8-30 % of the side, log-uniform so small and large objects are equally
-common), rotation, mirror and colours are drawn apart from the class, so colour carries no label information
+Why procedural: as with the classification demo (:mod:`demos.shapes`, whose shapes, colours, textures and clutter
+these scenes reuse), the demo must run offline and reach an mAP that means something. Each scene holds 1-5 shapes
+(default classes circle, cross, square, star, triangle: outlines that stay distinct when small). The class is the
+outline only: position, size (radius 8-30 % of the side, log-uniform so small and large objects are equally common),
+rotation, mirror and colours are drawn apart from the class, so colour carries no label information
 (``tests/test_demo_detection_data.py`` checks the mean colour inside boxes).
 
 Boxes are what a careful annotator draws: the tight box of an object's *visible* pixels (coverage > 0.5 once the
@@ -13,7 +13,7 @@ the image) is VOC's ``difficult``, which VOC07 mAP neither rewards nor penalises
 ``truncated``. A placement that would leave any object under 15 % visible or under 4 px across is drawn again, so
 every object in a scene is annotated. Each shape contrasts with the background and with the shapes it touches.
 
-    python -m resnest_gluon.demo_detection_data out/scenes --train 600 --val 150 --size 160 --seed 0
+    python -m demos.scenes out/scenes --train 600 --val 150 --size 160 --seed 0
 
 writes ``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml``, ``ImageSets/Main/{train,val}.txt``, ``classes.txt`` and,
 last, ``summary.json`` (a folder without it is incomplete); pack it with ``python -m recordio_tools pack-detection
@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_path, write_json
-from .demo_data import (CLASSES, background, contrasting_colour, finish, grainy, luma, random_colour,
-                        shape_mask)
+from demos.shapes import (CLASSES, background, contrasting_colour, finish, grainy, luma, random_colour,
+                          shape_mask)
+from resnest_gluon.atomic import atomic_path, write_json
 
 __all__ = ["CLASSES_DEFAULT", "Shape", "SceneSummary", "layout", "draw_scene", "voc_annotation", "make_scenes",
            "main"]
@@ -54,7 +54,7 @@ COLOUR_TRIES = 256  # colours tried per placement that touches others
 _REACH = 1.05  # farthest filled point of any demo shape from its centre, in radii (the cross's corners: 1.044)
 
 Shape = namedtuple("Shape", "name centre radius angle mirror", defaults=(0.0, False))
-Shape.__doc__ = "One object to draw: demo_data class ``name``, ``centre`` (x, y) and ``radius`` in pixels."
+Shape.__doc__ = "One object to draw: demos.shapes class ``name``, ``centre`` (x, y) and ``radius`` in pixels."
 
 
 def _footprint(shape):

@@ -1,9 +1,12 @@
 """What the demos share: running the project's command-line tools as a user would, one numbered step at a time.
 
-A demo (``scripts/demo.py``, ``scripts/demo_detection.py``) is a list of steps; each runs commands whose full output
+A demo (:mod:`demos.classification`, :mod:`demos.detection`) is a list of steps; each runs commands whose full output
 goes to ``OUT/logs/`` while the terminal gets the command line and the few lines worth reading (``echo``). A failing
 command stops the demo with the tail of its stderr; a check that finds two results contradicting each other raises
-:class:`DemoError` too.
+:class:`DemoError` too. The report is a template of ``demos/templates/`` filled from a dict (:func:`render`).
+
+The demos run the checkout's command-line tools (``scripts/``, ``benchmarks/``) from the repository root, which is
+where this package lives: ``REPO`` is its parent folder. The library (``resnest_gluon``) knows nothing of either.
 """
 import json
 import os
@@ -11,6 +14,7 @@ import platform
 import re
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import threading
@@ -20,9 +24,11 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = ["DemoError", "Steps", "run", "rank0_line", "epoch_echo", "run_line", "run_demo", "prepare_out",
-           "check_environment", "read_events", "last_checkpoint", "pyplot", "REPO", "BIN"]
+           "check_environment", "read_events", "last_checkpoint", "pyplot", "render", "rows", "REPO", "BIN"]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)  # the checkout this package sits in: scripts/, benchmarks/ and the demos' out/
+TEMPLATES = os.path.join(HERE, "templates")
 BIN = os.path.dirname(sys.executable)  # not resolved: .venv/bin, where horovodrun lives too
 MARKER = ".resnest-demo"
 
@@ -153,10 +159,10 @@ def epoch_echo(describe):
     return echo
 
 
-def run_line(script, quick, env):
+def run_line(command, quick, env):
     """``(the report's first sentence, load averages at the end)``: when, what, on what machine and how busy."""
     load_end = [round(x, 2) for x in os.getloadavg()]
-    return (f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} with `{script}{' --quick' if quick else ''}` on {env['cpus']} "
+    return (f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} with `{command}{' --quick' if quick else ''}` on {env['cpus']} "
             f"CPU cores (load average {env['loadavg_start'][0]} at the start, {load_end[0]} at the end; Python "
             f"{env['python']}, MXNet {env['mxnet']}, Horovod {env['horovod']})."), load_end
 
@@ -235,6 +241,18 @@ def last_checkpoint(save_dir):
     with open(os.path.join(save_dir, metas[-1])) as f:
         meta = json.load(f)
     return os.path.join(save_dir, meta["files"]["params"][0])
+
+
+def rows(lines):
+    """Table rows (or any lines) as one template field."""
+    return "\n".join(lines)
+
+
+def render(name, fields):
+    """``templates/<name>.md`` with its ``${field}`` placeholders filled from ``fields`` (a missing one is a
+    ``KeyError``: a report never goes out with a hole)."""
+    with open(os.path.join(TEMPLATES, f"{name}.md"), encoding="utf-8") as f:
+        return string.Template(f.read()).substitute(fields)
 
 
 def pyplot():

@@ -1,21 +1,22 @@
-#!/usr/bin/env python
 """Detection end to end on scenes the project draws: ``make demo-detection``.
 
+Run from the repository root:
+
     make demo-detection          # runs `make demo` first if out/demo has no result yet: its checkpoint is the backbone
-    .venv/bin/python scripts/demo_detection.py --backbone-from out/demo --out out/demo-detection   # ~9 min, 2 cores
-    .venv/bin/python scripts/demo_detection.py --backbone-params BACKBONE.params --out /tmp/det --quick  # the tests
+    .venv/bin/python -m demos.detection --backbone-from out/demo --out out/demo-detection   # ~9 min, 2 cores
+    .venv/bin/python -m demos.detection --backbone-params BACKBONE.params --out /tmp/det --quick  # the tests
 
 A detector is trained from an ImageNet backbone, never from scratch; here the classification demo's ResNeSt-14
-(``scripts/demo.py``: 10 shape classes, 32 px, ~99 % top-1) stands in for ImageNet. Steps: check the environment and
-the backbone; draw Pascal VOC scenes of several shapes each (occlusion, truncation, clutter, sizes 8-30 % of the
-side; ``resnest_gluon/demo_detection_data.py``); pack them with ``python -m recordio_tools pack-detection`` and
-``check`` the records; train Faster R-CNN FPN with ``horovodrun --gloo -np 2`` x ``scripts/train_detection.py
---backbone-params``; evaluate the checkpoint alone with ``scripts/eval_detection.py`` and stop if its VOC07 mAP differs
-from training's last validation (or is below what a detector that learned gets); draw the detections of sample
-validation scenes with ``scripts/detect.py`` and stop if how many objects it finds is implausible for
-eval_detection's recall at the same score threshold; write ``report.md`` with PNGs. As ``scripts/demo.py``: one line
-per command and per epoch on the terminal, every command's output in OUT/logs/, a failing command stops the demo
-with the tail of its stderr.
+(:mod:`demos.classification`: 10 shape classes, 32 px, ~99 % top-1) stands in for ImageNet. Steps: check the
+environment and the backbone; draw Pascal VOC scenes of several shapes each (occlusion, truncation, clutter, sizes
+8-30 % of the side; :mod:`demos.scenes`); pack them with ``python -m recordio_tools pack-detection`` and ``check``
+the records; train Faster R-CNN FPN with ``horovodrun --gloo -np 2`` x ``scripts/train_detection.py
+--backbone-params``; evaluate the checkpoint alone with ``scripts/eval_detection.py`` and stop if its VOC07 mAP
+differs from training's last validation (or is below what a detector that learned gets); draw the detections of
+sample validation scenes with ``scripts/detect.py`` and stop if how many objects it finds is implausible for
+eval_detection's recall at the same score threshold; write ``report.md`` (``demos/templates/detection.md``) with
+PNGs. As the classification demo: one line per command and per epoch on the terminal, every command's output in
+OUT/logs/, a failing command stops the demo with the tail of its stderr.
 """
 import argparse
 import json
@@ -27,8 +28,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from resnest_gluon.demo_steps import (REPO, DemoError, Steps, check_environment, epoch_echo, last_checkpoint,
-                                      prepare_out, pyplot, read_events, run, run_demo, run_line)
+from demos.steps import (REPO, DemoError, Steps, check_environment, epoch_echo, last_checkpoint, prepare_out, pyplot,
+                         read_events, render, rows, run, run_demo, run_line)
+
+COMMAND = "python -m demos.detection"  # how the report names this program
+BACKBONE_COMMAND = "python -m demos.classification"  # the demo whose checkpoint --backbone-from finds
+GENERATOR = "demos/scenes.py"
 
 BACKBONE = "resnest14"
 DETECTOR = f"faster_rcnn_fpn_{BACKBONE}"
@@ -82,7 +87,7 @@ def describe_epoch(e):
 def draw_scenes(out, s):
     from tqdm import tqdm
 
-    from resnest_gluon.demo_detection_data import make_scenes
+    from demos.scenes import make_scenes
 
     root = os.path.join(out, "data", "scenes")
     with tqdm(total=s.train_scenes + s.val_scenes, desc="drawing", unit="img", dynamic_ncols=True) as bar:
@@ -157,7 +162,7 @@ def train_detector(out, s, logs, horovodrun, backbone_params):
            "--rec-train", os.path.join(rec, "train.rec"), "--rec-val", os.path.join(rec, "val.rec"),
            "--model", DETECTOR, "--backbone-params", backbone_params, *model_args,
            "--short", str(s.short), "--max-size", str(s.short), "--val-short", str(s.short),
-           "--val-max-size", str(s.short), "--batch-size", str(s.batch_size), "--epochs", str(s.epochs),
+           "--val-max-size", str(s.short), "--batch-size", str(s.batch_size), "--num-epochs", str(s.epochs),
            "--max-steps-per-epoch", str(s.steps_per_epoch), "--lr", str(s.lr), "--lr-mode", "cosine",
            "--lr-warmup", str(s.lr_warmup), "--val-interval", str(s.epochs), "--save-interval", str(s.epochs),
            "--seed", str(s.seed), "-j", "1", "--log-interval", "10", "--save-dir", save_dir]
@@ -314,115 +319,61 @@ def _num(x, digits=3):
 
 
 def write_report(out, s, quick, env, scenes, reports, backbone, trained, evaluated, found, steps):
+    """report.md (templates/detection.md, + summary.json)."""
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     total = steps.elapsed()
-    first, load_end = run_line("scripts/demo_detection.py", quick, env)
+    first, load_end = run_line(COMMAND, quick, env)
     detector_time = dict(steps.times).get(f"train {DETECTOR} with horovodrun --gloo -np {WORLD}")
-    lines = [
-        "# ResNeSt detection demo",
-        "",
-        first,
-        "",
-        f"**VOC07 mAP {_num(evaluated['voc07_map'], 4)}** (COCO mAP@[.5:.95] {_num(evaluated['coco_map'], 4)}) on "
-        f"{evaluated['images']} validation scenes for {DETECTOR} at {s.short} px, trained on {WORLD} Horovod "
-        f"processes. `scripts/eval_detection.py` on the last checkpoint gives exactly training's last validation.",
-        "",
-        f"Total wall time {total:.0f} s" + (f" (over the {BUDGET_S} s budget)" if total > BUDGET_S and not quick
-                                            else "") + ".",
-        "",
-        "| step | wall time |",
-        "| --- | --- |",
-        *[f"| {title} | {sec:.1f} s |" for title, sec in steps.times],
-        "",
-        "## 1. Scenes",
-        "",
-        f"{scenes.total('images')} Pascal VOC scenes drawn by `resnest_gluon/demo_detection_data.py` (seed {s.seed}, "
-        f"{scenes.seconds:.1f} s): {s.train_scenes} training and {s.val_scenes} validation, {s.scene_size} x "
-        f"{s.scene_size} px, 1-5 shapes each of {len(scenes.classes)} classes ({', '.join(scenes.classes)}); "
-        f"{scenes.total()} objects, {scenes.total('difficult')} difficult (under 45 % visible), "
-        f"{scenes.total('truncated')} truncated. Boxes are those of the visible pixels; colour and size are drawn "
-        "apart from the class.",
-        "",
-        "![scenes](scenes.png)",
-        "",
-        "## 2. RecordIO",
-        "",
-        "`python -m recordio_tools pack-detection data/scenes PREFIX --format voc --split SPLIT --classes "
-        "data/scenes/classes.txt` + `check --detection`:",
-        "",
-        "| split | listed | packed | boxes | problems | .rec |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *[f"| {sp} | {r['listed']} | {r['packed']} | {r['boxes']} | {r['skipped_count'] + r['box_problem_count']} | "
-          f"data/rec/{sp}.rec |" for sp, r in reports.items()],
-        "",
-        "## 3. Backbone",
-        "",
-    ]
     top1 = f", validation top-1 {_pct(backbone['val_top1'])}" if backbone["val_top1"] is not None else ""
-    lines += [
-        f"`{backbone['params']}`: {BACKBONE} trained as a {backbone['num_classes']}-class classifier at "
-        f"{backbone['input_size']} px" + (f" by `scripts/demo.py` in `{backbone['from']}`{top1}" if backbone["from"]
-                                          else "") + ". It stands in for the ImageNet weights a real detector starts "
-        "from; train_detection.py takes its backbone weights (`--backbone-params`), the new FPN and heads start "
-        "from GluonCV's initialisation.",
-        ""]
-    lines += [
-        "## 4. Detector",
-        "",
-        f"`horovodrun --gloo -np {WORLD}` x `scripts/train_detection.py --model {DETECTOR} --backbone-params "
-        f"BACKBONE`, one OpenMP thread "
-        f"per process, {s.short} px, batch {s.batch_size} per process, {s.epochs} epochs of {s.steps_per_epoch} "
-        f"steps ({s.epochs * s.steps_per_epoch * s.batch_size * WORLD} images), lr {s.lr} per 8 images with "
-        f"{s.lr_warmup} warm-up updates and a cosine decay, detector settings `{' '.join(s.detector_args)}` "
-        f"(they travel in the checkpoint). "
-        + (f"Training took {detector_time:.0f} s. " if detector_time else "")
-        + "Full command in `logs/train-detector.out.log`'s first line.",
-        "",
-        "| epoch | loss | RPN cls | RPN box | R-CNN cls | R-CNN box | R-CNN accuracy | lr | img/s | val VOC07 mAP |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *[f"| {e['epoch']} | {e['loss']:.3f} | {e.get('rpn_cls', 0):.3f} | {e.get('rpn_box', 0):.3f} | "
-          f"{e.get('rcnn_cls', 0):.3f} | {e.get('rcnn_box', 0):.3f} | {e['rcnn_acc']:.2%} | {e['lr']:.4g} | "
-          f"{e['img_per_sec']:.2f} | {_num(e.get('val_voc07_map'))} |" for e in trained["epochs"]],
-        "",
-        "![training curves](curves.png)",
-        "",
-        "## 5. Evaluation",
-        "",
-        f"`scripts/eval_detection.py --rec-val data/rec/val.rec --params {rel(trained['params'])}` (model, classes "
-        f"and transform from the checkpoint): VOC07 mAP {_num(evaluated['voc07_map'], 4)}, VOC (area) "
-        f"{_num(evaluated['voc_map'], 4)}, COCO mAP@[.5:.95] {_num(evaluated['coco_map'], 4)} (AP50 "
-        f"{_num(evaluated['coco_map50'])}, AP75 {_num(evaluated['coco_map75'])}); at score >= "
-        f"{evaluated['score_thresh']}: precision {_num(evaluated['precision_at_thresh'])}, recall "
-        f"{_num(evaluated['recall_at_thresh'])}; {evaluated['images_per_sec']:.1f} images/s.",
-        "",
-        "| class | objects | difficult | VOC07 AP | COCO AP |",
-        "| --- | --- | --- | --- | --- |",
-        *[f"| {c['class']} | {c['num_gt']} | {c['num_difficult']} | {_num(c['voc07_ap'])} | {_num(c['coco_ap'])} |"
-          for c in evaluated["per_class"]],
-        "",
-        "## 6. Detections",
-        "",
-        f"`scripts/detect.py SCENES --params {rel(trained['params'])} --threshold {s.threshold}` on {len(found['ids'])} "
-        f"validation scenes drawn with seed {s.seed}: {found['hits']} of their {found['objects']} objects found "
-        f"(eval_detection.py's recall {_num(evaluated['recall_at_thresh'])} expects "
-        f"{(evaluated['recall_at_thresh'] or 0) * found['objects']:.1f}), precision {_num(found['precision'])}.",
-        "",
-        "![detections](detections.png)",
-        "",
-        "## Files",
-        "",
-        "- `data/scenes/`: the VOC folder; `data/rec/`: detection .rec/.idx, classes, pack reports",
-        "- `detector/`: checkpoints, `metrics.jsonl`, `curves.png`; `eval.json`; `detections/`: detect.py's drawings "
-        "and JSON; `summary.json`; `logs/`: every command's output",
-        "",
-    ]
+    recall = evaluated["recall_at_thresh"]
+    fields = {
+        "run_line": first, "detector": DETECTOR, "backbone": BACKBONE, "world": WORLD, "seed": s.seed,
+        "voc07_map": _num(evaluated["voc07_map"], 4), "coco_map": _num(evaluated["coco_map"], 4),
+        "val_images": evaluated["images"], "short": s.short, "total_s": f"{total:.0f}",
+        "over_budget": f" (over the {BUDGET_S} s budget)" if total > BUDGET_S and not quick else "",
+        "step_rows": rows(f"| {title} | {sec:.1f} s |" for title, sec in steps.times),
+        # scenes
+        "scene_images": scenes.total("images"), "generator": GENERATOR, "draw_s": f"{scenes.seconds:.1f}",
+        "train_scenes": s.train_scenes, "val_scenes": s.val_scenes, "scene_size": s.scene_size,
+        "num_classes": len(scenes.classes), "classes": ", ".join(scenes.classes), "objects": scenes.total(),
+        "difficult": scenes.total("difficult"), "truncated": scenes.total("truncated"),
+        "pack_rows": rows(f"| {sp} | {r['listed']} | {r['packed']} | {r['boxes']} | "
+                          f"{r['skipped_count'] + r['box_problem_count']} | data/rec/{sp}.rec |"
+                          for sp, r in reports.items()),
+        # backbone
+        "backbone_params": backbone["params"], "backbone_classes": backbone["num_classes"],
+        "backbone_size": backbone["input_size"],
+        "backbone_origin": f" by `{BACKBONE_COMMAND}` in `{backbone['from']}`{top1}" if backbone["from"] else "",
+        # detector
+        "batch_size": s.batch_size, "epochs": s.epochs, "steps_per_epoch": s.steps_per_epoch,
+        "train_images": s.epochs * s.steps_per_epoch * s.batch_size * WORLD, "lr": s.lr, "lr_warmup": s.lr_warmup,
+        "detector_args": " ".join(s.detector_args),
+        "training_time": f"Training took {detector_time:.0f} s. " if detector_time else "",
+        "epoch_rows": rows(f"| {e['epoch']} | {e['loss']:.3f} | {e.get('rpn_cls', 0):.3f} | "
+                           f"{e.get('rpn_box', 0):.3f} | {e.get('rcnn_cls', 0):.3f} | "
+                           f"{e.get('rcnn_box', 0):.3f} | {e['rcnn_acc']:.2%} | {e['lr']:.4g} | "
+                           f"{e['img_per_sec']:.2f} | {_num(e.get('val_voc07_map'))} |"
+                           for e in trained["epochs"]),
+        # evaluation
+        "params": rel(trained["params"]), "voc_map": _num(evaluated["voc_map"], 4),
+        "coco_map50": _num(evaluated["coco_map50"]), "coco_map75": _num(evaluated["coco_map75"]),
+        "score_thresh": evaluated["score_thresh"], "precision": _num(evaluated["precision_at_thresh"]),
+        "recall": _num(recall), "eval_speed": f"{evaluated['images_per_sec']:.1f}",
+        "class_rows": rows(f"| {c['class']} | {c['num_gt']} | {c['num_difficult']} | {_num(c['voc07_ap'])} | "
+                           f"{_num(c['coco_ap'])} |" for c in evaluated["per_class"]),
+        # detections
+        "threshold": s.threshold, "drawn_scenes": len(found["ids"]), "hits": found["hits"],
+        "drawn_objects": found["objects"], "expected_hits": f"{(recall or 0) * found['objects']:.1f}",
+        "drawn_precision": _num(found["precision"]),
+    }
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(render("detection", fields))
     summary = {"quick": quick, "settings": asdict(s), "detector": DETECTOR, "world": WORLD,
                "classes": list(scenes.classes), "voc07_map": evaluated["voc07_map"], "coco_map": evaluated["coco_map"],
                "train_last_val_voc07_map": trained["epochs"][-1]["val_voc07_map"],
-               "precision_at_thresh": evaluated["precision_at_thresh"], "recall_at_thresh": evaluated["recall_at_thresh"],
+               "precision_at_thresh": evaluated["precision_at_thresh"],
+               "recall_at_thresh": evaluated["recall_at_thresh"],
                "drawn": {"scenes": found["ids"], "objects": found["objects"], "found": found["hits"]},
                "backbone_params": backbone["params"], "params": trained["params"],
                "steps": [{"step": t, "seconds": sec} for t, sec in steps.times], "total_seconds": total,
@@ -436,12 +387,12 @@ def write_report(out, s, quick, env, scenes, reports, backbone, trained, evaluat
 # --------------------------------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="out/demo-detection", help="output folder; deleted first if a demo made it")
     p.add_argument("--quick", action="store_true", help="every step on a few scenes for a few steps (for the tests)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--backbone-from", metavar="DEMO_OUT",
-                       help="the output folder of scripts/demo.py (make demo: out/demo): its final checkpoint")
+                       help="the output folder of the classification demo (make demo: out/demo): its final checkpoint")
     where.add_argument("--backbone-params", help=f"a {BACKBONE} classification checkpoint of this project")
     p.add_argument("--seed", type=int, default=0, help="scenes, sampling and training seed")
     args = p.parse_args(argv)

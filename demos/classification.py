@@ -1,8 +1,9 @@
-#!/usr/bin/env python
 """The whole system, end to end, on a dataset it draws itself: the one command of the README (``make demo``).
 
-    .venv/bin/python scripts/demo.py --out out/demo           # about 7.5 minutes on 2 CPU cores
-    .venv/bin/python scripts/demo.py --out /tmp/demo --quick  # every step, tiny and fast (what the tests run)
+Run from the repository root (``make demo`` runs the first line):
+
+    .venv/bin/python -m demos.classification --out out/demo           # about 7.5 minutes on 2 CPU cores
+    .venv/bin/python -m demos.classification --out /tmp/demo --quick  # every step, tiny and fast (what the tests run)
 
 Steps: check the environment; draw a 10-class shape dataset (class-per-folder JPEGs, train/val); pack it with
 ``python -m recordio_tools``; train ResNeSt-14 with ``horovodrun --gloo -np 2`` and the recipe's features
@@ -10,12 +11,13 @@ Steps: check the environment; draw a 10-class shape dataset (class-per-folder JP
 re-measure the last checkpoint with ``scripts/verify.py --params CKPT`` (the checkpoint knows its model, classes
 and evaluation size) and stop if its top-1 differs from training's last validation; ``scripts/predict.py`` on
 validation images drawn by the seed, and stop if how many it gets right is implausible for verify's top-1;
-``benchmarks/latency.py``; write ``report.md`` with PNGs. Every step runs the project's command-line tools as a
-user would; the terminal shows one line per command, per training epoch and per result, the full output of every
-command goes to OUT/logs/, and a failing command stops the demo with the tail of its stderr.
+``benchmarks/latency.py``; write ``report.md`` (``demos/templates/classification.md``) with PNGs. Every step runs
+the project's command-line tools as a user would; the terminal shows one line per command, per training epoch and
+per result, the full output of every command goes to OUT/logs/, and a failing command stops the demo with the tail
+of its stderr.
 
 The output folder is deleted first (a run never reuses old results) -- only if it is empty or was made by this
-script (it carries a ``.resnest-demo`` marker file).
+program (it carries a ``.resnest-demo`` marker file).
 """
 import argparse
 import json
@@ -27,8 +29,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from resnest_gluon.demo_steps import (REPO, DemoError, Steps, check_environment, epoch_echo, last_checkpoint,
-                                      prepare_out, pyplot, read_events, run, run_demo, run_line)
+from demos.steps import (REPO, DemoError, Steps, check_environment, epoch_echo, last_checkpoint, prepare_out, pyplot,
+                         read_events, render, rows, run, run_demo, run_line)
+
+COMMAND = "python -m demos.classification"  # how the report names this program
+GENERATOR = "demos/shapes.py"
 
 MODEL = "resnest14"
 WORLD = 2  # Horovod processes, one core each
@@ -73,7 +78,7 @@ def describe_epoch(e):
 def make_data(out, s):
     from tqdm import tqdm
 
-    from resnest_gluon.demo_data import CLASSES, make_dataset
+    from demos.shapes import CLASSES, make_dataset
 
     root = os.path.join(out, "data", "images")
     total = len(CLASSES) * (s.train_per_class + s.val_per_class)
@@ -123,7 +128,7 @@ def train(out, s, logs, horovodrun):
            "--label-smoothing", str(s.label_smoothing), "--mixup", "--mixup-off-epoch", str(s.mixup_off_epoch),
            "--no-wd", "--no-auto-aug", "--dropblock-prob", "0", "--final-drop", "0", "--seed", str(s.seed),
            "--eval-frequency", "1", "--save-frequency", str(max(1, s.epochs // 2)), "--log-interval", "5",
-           "--no-cuda", "--data-nthreads", "1", "--save-dir", save_dir]
+           "--no-cuda", "--num-workers", "1", "--save-dir", save_dir]
     run(cmd, logs, "train", threads=1, echo=epoch_echo(describe_epoch))  # 2 ranks x 1 OpenMP thread on 2 cores
     epochs = read_events(os.path.join(save_dir, "metrics.jsonl"))
     last = epochs[-1] if epochs else {}
@@ -251,113 +256,51 @@ def _pct(x):
 
 
 def write_report(out, s, quick, env, data, classes, reports, trained, verified, predicted, samples, lat, steps):
-    """report.md (+ summary.json): what ran, the numbers, and the pictures, for a person to read."""
+    """report.md (templates/classification.md, + summary.json): what ran, the numbers, and the pictures, for a
+    person to read."""
     last = trained["epochs"][-1]
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     total = steps.elapsed()
-    first, load_end = run_line("scripts/demo.py", quick, env)
-    lines = [
-        "# ResNeSt end-to-end demo",
-        "",
-        first,
-        "",
-        f"**Validation top-1: {_pct(verified['top1'])}** ({verified['top1_correct']}/{verified['images']} images, "
-        f"top-5 {_pct(verified['top5'])}) for {MODEL} at {s.input_size} px after {s.epochs} epochs on "
-        f"{WORLD} Horovod processes. `scripts/verify.py` on the last checkpoint gives exactly training's last "
-        f"validation top-1 ({_pct(last['val_top1'])}).",
-        "",
-        f"Total wall time {total:.0f} s" + (f" (over the {BUDGET_S} s budget)" if total > BUDGET_S and not quick
-                                            else "") + ".",
-        "",
-        "| step | wall time |",
-        "| --- | --- |",
-        *[f"| {title} | {sec:.1f} s |" for title, sec in steps.times],
-        "",
-        "## 1. Dataset",
-        "",
-        f"{data.total} JPEGs drawn by `resnest_gluon/demo_data.py` (seed {s.seed}, {data.seconds:.1f} s): "
-        f"{len(classes)} shape classes, {s.train_per_class} training and {s.val_per_class} validation images per "
-        f"class, {s.image_size} x {s.image_size} px. Position, scale, rotation, mirroring, foreground and "
-        "background colours, background texture, noise, blur and clutter strokes are random and independent of "
-        "the class, so only the outline tells the classes apart (the tests check that mean colour does not).",
-        "",
-        "![training samples](samples.png)",
-        "",
-        "## 2. RecordIO",
-        "",
-        "`python -m recordio_tools make-list` (training list shuffled) + `pack --pass-through` + `check`:",
-        "",
-        "| split | listed | packed | skipped | .rec |",
-        "| --- | --- | --- | --- | --- |",
-        *[f"| {sp} | {r['listed']} | {r['packed']} | {r['skipped_count']} | "
-          f"{rel(os.path.join(out, 'data', 'rec', sp + '.rec'))} |" for sp, r in reports.items()],
-        "",
-        "## 3. Training",
-        "",
-        f"`horovodrun --gloo -np {WORLD}` x `scripts/train_imagenet.py`, one OpenMP thread per process: "
-        f"{MODEL}, input {s.input_size} px, batch {s.batch_size} per process, NAG, lr {s.lr} per 128 images per "
-        f"process, i.e. {s.lr * s.batch_size / 128 * WORLD:g} for {WORLD} processes of {s.batch_size}, cosine "
-        f"schedule with {s.warmup_epochs} warm-up epoch(s), label smoothing "
-        f"{s.label_smoothing}, mixup 0.2 switched off for the last {s.mixup_off_epoch} epoch(s), no weight decay "
-        f"on BN and biases; validation every epoch (at {verified['data_config']['input_size']} px, centre crop "
-        f"ratio {verified['data_config']['crop_pct']}, recorded in each checkpoint). Full command in "
-        "`logs/train.out.log`'s first line.",
-        "",
-        "| epoch | loss | train top-1 | lr | mixup | val top-1 | val top-5 | time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *[f"| {e['epoch']} | {float(e['loss']):.3f} | {_pct(e.get('train_acc'))} | {e['lr']:.4g} | "
-          f"{'on' if e.get('mixup') else 'off'} | {_pct(e.get('val_top1'))} | {_pct(e.get('val_top5'))} | "
-          f"{e['time_s']:.0f} s |" for e in trained["epochs"]],
-        "",
-        "(train top-1 is measured against the mixed labels while mixup is on.)",
-        "",
-        "![training curves](curves.png)",
-        "",
-        "## 4. Verify",
-        "",
-        f"`scripts/verify.py --rec-val data/rec/val.rec --params {rel(trained['params'])}` (model, classes and "
-        f"evaluation size from the checkpoint): top-1 {_pct(verified['top1'])}, top-5 {_pct(verified['top5'])} "
-        f"({verified['images']} images, {verified['images_per_sec']:.0f} images/s). Training's last validation: "
-        f"top-1 {_pct(last['val_top1'])} of {last['val_images']} images -- equal.",
-        "",
-        "## 5. Predictions",
-        "",
-        f"`scripts/predict.py IMAGES --params {rel(trained['params'])}` on {len(samples)} validation images drawn "
-        f"with seed {s.seed} (class names and the {predicted['data_config']['input_size']}-px evaluation transform "
-        f"from the checkpoint): **{hits(samples, predicted)} of {len(samples)} right**, as verify.py's top-1 "
-        f"{_pct(verified['top1'])} leads one to expect ({verified['top1'] * len(samples):.1f}).",
-        "",
-        "| image | true class | top-1 | probability | top-2 |",
-        "| --- | --- | --- | --- | --- |",
-        *[f"| {rel(path)} | {truth} | {p['top'][0]['class']} | {p['top'][0]['probability']:.3f} | "
-          f"{p['top'][1]['class'] if len(p['top']) > 1 else '-'} |"
-          for (path, truth), p in zip(samples, predicted["predictions"])],
-        "",
-        "![predictions](predictions.png)",
-        "",
-        "## 6. Latency",
-        "",
-        f"`benchmarks/latency.py --models {MODEL}@{s.input_size} --batch-size 1 16 --threads 2` "
-        f"({lat['protocol']['iters']} timed batches after {lat['protocol']['warmup']} warm-up; "
-        f"{lat['protocol']['weights']}):",
-        "",
-        "| batch | p50 ms | p90 ms | img/s |",
-        "| --- | --- | --- | --- |",
-        *[f"| {r['batch_size']} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p90']:.1f} | "
-          f"{r['img_per_s']:.1f} |" for r in lat["results"]],
-        "",
-        "![latency](latency.png)",
-        "",
-        "## Files",
-        "",
-        "- `data/images/{train,val}/<class>/*.jpg`: the dataset; `data/rec/`: lists, .rec/.idx, pack reports",
-        f"- `train/`: checkpoints, `metrics.jsonl`, `curves.png`",
-        "- `verify.json`, `predict.json`, `latency/latency.json`, `summary.json`; `logs/`: every command's output",
-        "",
-    ]
+    first, load_end = run_line(COMMAND, quick, env)
+    fields = {
+        "run_line": first, "model": MODEL, "world": WORLD, "seed": s.seed,
+        "top1": _pct(verified["top1"]), "top5": _pct(verified["top5"]), "top1_correct": verified["top1_correct"],
+        "images": verified["images"], "input_size": s.input_size, "epochs": s.epochs,
+        "train_top1": _pct(last["val_top1"]), "train_images": last["val_images"],
+        "total_s": f"{total:.0f}",
+        "over_budget": f" (over the {BUDGET_S} s budget)" if total > BUDGET_S and not quick else "",
+        "step_rows": rows(f"| {title} | {sec:.1f} s |" for title, sec in steps.times),
+        # dataset
+        "images_total": data.total, "generator": GENERATOR, "draw_s": f"{data.seconds:.1f}",
+        "num_classes": len(classes), "train_per_class": s.train_per_class, "val_per_class": s.val_per_class,
+        "image_size": s.image_size,
+        "pack_rows": rows(f"| {sp} | {r['listed']} | {r['packed']} | {r['skipped_count']} | "
+                          f"{rel(os.path.join(out, 'data', 'rec', sp + '.rec'))} |" for sp, r in reports.items()),
+        # training
+        "batch_size": s.batch_size, "lr": s.lr, "total_lr": f"{s.lr * s.batch_size / 128 * WORLD:g}",
+        "warmup_epochs": s.warmup_epochs, "label_smoothing": s.label_smoothing,
+        "mixup_off_epoch": s.mixup_off_epoch, "eval_size": verified["data_config"]["input_size"],
+        "crop_pct": verified["data_config"]["crop_pct"],
+        "epoch_rows": rows(f"| {e['epoch']} | {float(e['loss']):.3f} | {_pct(e.get('train_acc'))} | {e['lr']:.4g} | "
+                           f"{'on' if e.get('mixup') else 'off'} | {_pct(e.get('val_top1'))} | "
+                           f"{_pct(e.get('val_top5'))} | {e['time_s']:.0f} s |" for e in trained["epochs"]),
+        # verify, predict
+        "params": rel(trained["params"]), "verify_speed": f"{verified['images_per_sec']:.0f}",
+        "num_samples": len(samples), "predict_size": predicted["data_config"]["input_size"],
+        "hits": hits(samples, predicted), "expected_hits": f"{verified['top1'] * len(samples):.1f}",
+        "prediction_rows": rows(f"| {rel(path)} | {truth} | {p['top'][0]['class']} | "
+                                f"{p['top'][0]['probability']:.3f} | "
+                                f"{p['top'][1]['class'] if len(p['top']) > 1 else '-'} |"
+                                for (path, truth), p in zip(samples, predicted["predictions"])),
+        # latency
+        "latency_iters": lat["protocol"]["iters"], "latency_warmup": lat["protocol"]["warmup"],
+        "latency_weights": lat["protocol"]["weights"],
+        "latency_rows": rows(f"| {r['batch_size']} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p90']:.1f} | "
+                             f"{r['img_per_s']:.1f} |" for r in lat["results"]),
+    }
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(render("classification", fields))
     summary = {"quick": quick, "settings": asdict(s), "model": MODEL, "world": WORLD,
                "data_config": verified["data_config"],
                "classes": classes, "val_top1": verified["top1"], "val_top5": verified["top5"],
@@ -374,7 +317,7 @@ def write_report(out, s, quick, env, data, classes, reports, trained, verified, 
 # --------------------------------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="out/demo", help="output folder; deleted first if a previous demo made it")
     p.add_argument("--quick", action="store_true",
                    help="every step on a tiny dataset for 2 epochs at 32 px (about a minute; for the tests)")

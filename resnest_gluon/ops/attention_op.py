@@ -7,8 +7,8 @@ on two cores went from 10.9 to 12.8 img/s, bfloat16 from 32 to 51 (docs/performa
 The operator is C++ against MXNet's operator-library API (``mxnet/lib_api.h``, shipped in the MXNet wheel): it is
 compiled once per machine and MXNet version with the system C++ compiler (``$CXX``, default ``g++``) into
 ``$RESNEST_GLUON_OPS_CACHE`` (default ``~/.cache/resnest_gluon/ops``) and loaded with ``mx.library.load`` when the
-package is imported. Without a compiler, or with ``RESNEST_GLUON_FUSED_OPS=0``, the networks use MXNet's operators
-(same numbers, slower on CPU) and :func:`unavailable_reason` says why. The operator is CPU-only: a network on a GPU
+first split-attention block is built (not at import). Without a compiler, or with ``RESNEST_GLUON_FUSED_OPS=0``,
+the networks use MXNet's operators (same numbers, slower on CPU) and :func:`unavailable_reason` says why. The operator is CPU-only: a network on a GPU
 uses MXNet's operators (:func:`resnest_gluon.splat.set_fused_attention`).
 """
 import contextlib
@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 
@@ -33,7 +34,7 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "atten
 CXXFLAGS = ("-shared", "-fPIC", "-O3", "-fopenmp", "-std=c++17", "-Wl,-Bsymbolic")
 STALE_DAYS = 30  # a build no process has loaded for this long is deleted when a new one is made
 _log = logging.getLogger(__name__)
-_state = {"loaded": False, "reason": "not loaded yet"}
+_state = {"loaded": False, "tried": False, "reason": "not loaded yet"}
 
 
 def _mxnet_api_files():
@@ -112,10 +113,32 @@ def _build_lock(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _keep_operator_functions():
+    """``mx.library.load`` regenerates every ``mx.nd`` / ``mx.sym`` operator function. Libraries that captured one
+    before (GluonCV's FPN compares its norm layer to ``mx.sym.contrib.SyncBatchNorm`` by identity) would then hold
+    stale objects, depending on whether they were imported before or after our first network was built. The old
+    function objects are put back (they call the same operators); only the new operator's functions are added."""
+    modules = [m for name, m in list(sys.modules.items())
+               if m is not None and name.startswith(("mxnet.ndarray", "mxnet.symbol"))]
+    before = [(m, {k: v for k, v in vars(m).items() if callable(v)}) for m in modules]
+    try:
+        yield
+    finally:
+        for module, functions in before:
+            for name, old in functions.items():
+                if getattr(module, name, old) is not old:
+                    setattr(module, name, old)
+
+
 def load(cache_dir=None):
-    """Builds (once) and loads the operator; returns whether it is usable. Never raises: failures warn once."""
+    """Builds (once) and loads the operator; returns whether it is usable. Never raises: a failure warns once and
+    is remembered (later calls return False at once; an explicit ``cache_dir`` tries again)."""
     if _state["loaded"]:
         return True
+    if _state["tried"] and cache_dir is None:
+        return False
+    _state["tried"] = True
     if os.environ.get("RESNEST_GLUON_FUSED_OPS", "1") == "0":
         _state["reason"] = "disabled by RESNEST_GLUON_FUSED_OPS=0"
         return False
@@ -128,7 +151,8 @@ def load(cache_dir=None):
                 prune_cache(os.path.dirname(path), keep=path)
         with contextlib.suppress(OSError):  # marks the build as in use (read-only caches are fine)
             os.utime(path)
-        mx.library.load(path, False)
+        with _keep_operator_functions():
+            mx.library.load(path, False)
         if not hasattr(mx.nd, OP_NAME):
             raise RuntimeError(f"{path} loaded but did not register {OP_NAME}")
     except Exception as err:  # pylint: disable=broad-except

@@ -292,7 +292,7 @@ def test_a_file_that_is_not_recordio_is_named(tmp_path):
 
 
 def test_recordio_check_reason_has_no_object_repr():
-    from recordio_tools.checking import _decode
+    from resnest_gluon.data.checking import _decode
 
     assert _decode((4, b"plain text"))[1] == "cannot decode image (PIL: cannot identify image file)"
     jpeg = io.BytesIO()

@@ -11,6 +11,8 @@ import json
 import os
 import uuid
 
+from .exits import add_note
+
 __all__ = ["atomic_path", "atomic_write", "write_json", "fsync_path", "DiskFullError", "as_disk_full", "check_not_full",
            "free_bytes"]
 
@@ -106,6 +108,8 @@ def atomic_path(final_path):
         full = as_disk_full(err, final_path, [tmp])
         if full is not None:
             raise full from err
+        if isinstance(err, OSError) and err.filename == tmp:  # the message names the file asked for, too
+            add_note(err, f"(writing {final_path})")
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -22,6 +22,7 @@ import requests
 from tqdm import tqdm
 
 from .atomic import atomic_path
+from .exits import WeightsUnavailableError
 
 __all__ = [
     "MODEL_SHA1",
@@ -52,10 +53,6 @@ _SHA1_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 _log = logging.getLogger(__name__)
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights cannot be provided; the message says why and what to do about it."""
 
 
 def default_root():

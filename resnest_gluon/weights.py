@@ -7,6 +7,8 @@ import re
 
 import mxnet as mx
 
+from .exits import plain_reason
+
 __all__ = ["read_params", "classes_in_params", "load_weights"]
 
 
@@ -15,7 +17,7 @@ def read_params(path):
     try:
         return mx.nd.load(path)
     except mx.base.MXNetError as err:
-        raise ValueError(f"{path} is not a readable MXNet .params file: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"{path} is not a readable MXNet .params file ({plain_reason(err)})") from None
 
 
 def classes_in_params(path):

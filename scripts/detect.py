@@ -8,9 +8,9 @@ The model, its classes and its evaluation transform come with ``--params`` (its 
 "drawing", "objects": [{"label", "class", "score", "box": [x1, y1, x2, y2], ("mask_png", "mask_pixels")}]}],
 "skipped": [{"image", "reason"}]}`` with boxes in the image's pixels. Mask R-CNN's masks are also written as
 ``OUT/<name>_masks.png``, a palette image whose pixel value k + 1 marks object k (0: none).
-A missing or undecodable image is reported and skipped (exit status 3); a wrong weights file stops with 1.
+A missing or undecodable image is reported and skipped (exit status 3); a wrong weights file or flag stops with 2 and
+one line ``error: ...`` naming it (:mod:`resnest_gluon.exits`).
 """
-import argparse
 import sys
 
 import numpy as np
@@ -18,23 +18,23 @@ import numpy as np
 from resnest_gluon.dense.cli import add_dense_arguments, load_runner, run_images, save_png
 from resnest_gluon.dense.drawing import class_map_image, draw_objects
 from resnest_gluon.dense.inference import Detector
+from resnest_gluon.exits import ArgumentParser, run_script
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     add_dense_arguments(p, "detections.json")
     p.add_argument("--threshold", type=float, default=0.5, help="lowest score shown (default 0.5)")
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def run(argv=None):
+    """Runs the model on each image, writes the pictures and the report; returns the report, or exits with 3 when an
+    image was skipped. Raises the library's errors."""
     args = parse_args(argv)
-    try:
-        if not 0 <= args.threshold <= 1:
-            raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
-        detector = load_runner(Detector, args)
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    if not 0 <= args.threshold <= 1:
+        raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    detector = load_runner(Detector, args)
 
     def handle(path, image, stem):
         objects = detector.detect(image, threshold=args.threshold)
@@ -58,5 +58,10 @@ def main(argv=None):
     return run_images(args, detector, handle, "detections.json", "detecting", threshold=args.threshold)
 
 
+def main(argv=None):
+    """The exit code: 0, 3 when images were skipped, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

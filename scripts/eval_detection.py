@@ -18,14 +18,14 @@ class without objects has no AP and is left out of the means), and writes ``OUT/
 ``images_per_sec`` (summed over ranks, from each rank's second image) and ``skipped_records`` ([{"index",
 "message"}]).
 
-Exit status as ``scripts/verify.py``'s: 0 when evaluated, damaged records included (they are skipped, listed and
-left out: the numbers are over the readable images); 1 with ``error: ...`` for a missing or wrong file, a model
-that is not a detector, a class id of the records that the model does not have (naming the record), records whose
-classes are not the model's, or COCO asked for without pycocotools; 2 for unusable flags (argparse).
+Exit status as ``scripts/verify.py``'s (:mod:`resnest_gluon.exits`): 0 when evaluated, damaged records included (they
+are skipped, listed and left out: the numbers are over the readable images); 2 with one line ``error: ...`` for a
+missing or wrong file, a model that is not a detector, a class id of the records that the model does not have
+(naming the record), records whose classes are not the model's, COCO asked for without pycocotools, or unusable
+flags.
 Under ``horovodrun`` each rank evaluates every world-th record, the images' results are gathered and the numbers
 equal one process's; rank 0 prints and writes the JSON.
 """
-import argparse
 import os
 import sys
 
@@ -36,12 +36,13 @@ from resnest_gluon.dense.detection_data import DetectionRecordDataset
 from resnest_gluon.dense.detection_eval import METRICS, evaluate_detection
 from resnest_gluon.dense.inference import Detector
 from resnest_gluon.distributed import Distributed
+from resnest_gluon.exits import ArgumentParser, run_script
 
 REPORT = "detection_eval.json"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rec-val", required=True, help="detection .rec (recordio_tools pack-detection)")
     p.add_argument("--rec-val-idx", help="its .idx (default: the .idx next to the .rec)")
     add_dense_model_arguments(p)
@@ -126,18 +127,21 @@ def print_summary(summary):
             print(f"  {s['message']}")
 
 
-def main(argv=None):
+def run(argv=None):
+    """Evaluates, prints and writes the report (rank 0); returns the summary. Raises the library's errors."""
     args = parse_args(argv)
     dist = Distributed(use_horovod=True if args.horovod else None)
-    try:
-        summary = evaluate(args, dist)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        sys.exit(f"error: {err}")
+    summary = evaluate(args, dist)
     if dist.rank == 0:
         print_summary(summary)
         write_json(args.json or os.path.join(args.out, REPORT), summary)
     return summary
 
 
+def main(argv=None):
+    """The exit code of :func:`run`: 0, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

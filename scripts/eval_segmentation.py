@@ -15,13 +15,12 @@ too when they differ) and a table of the classes (labelled pixels, IoU), and wri
 (or ``--json``): model, params, data, layout, split, data config, the numbers with ``per_class`` entries,
 ``images``, ``images_per_sec`` and ``skipped`` ([{"image", "reason"}]).
 
-Exit status as ``scripts/eval_detection.py``'s: 0 when evaluated, unreadable images or masks and masks of another
-size than their image included (skipped, listed, left out); 1 with ``error: ...`` for a missing or wrong file or
-folder, a model that is not a segmenter, or a class index in a mask that the model does not have (naming the mask);
-2 for unusable flags (argparse). Under ``horovodrun`` each rank segments every world-th image and the pixel counts
-are summed: the numbers equal one process's; rank 0 prints and writes the JSON.
+Exit status as ``scripts/eval_detection.py``'s (:mod:`resnest_gluon.exits`): 0 when evaluated, unreadable images or
+masks and masks of another size than their image included (skipped, listed, left out); 2 with one line
+``error: ...`` for a missing or wrong file or folder, a model that is not a segmenter, a class index in a mask that
+the model does not have (naming the mask), or unusable flags. Under ``horovodrun`` each rank segments every world-th
+image and the pixel counts are summed: the numbers equal one process's; rank 0 prints and writes the JSON.
 """
-import argparse
 import os
 import sys
 
@@ -31,12 +30,13 @@ from resnest_gluon.dense.cli import (add_dense_model_arguments, add_device_argum
 from resnest_gluon.dense.inference import Segmenter
 from resnest_gluon.dense.segmentation_eval import LAYOUTS, SegmentationFolder, evaluate_segmentation
 from resnest_gluon.distributed import Distributed
+from resnest_gluon.exits import ArgumentParser, run_script
 
 REPORT = "segmentation_eval.json"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="dataset folder (Pascal VOC's VOC2012 or ADE20K's "
                                                  "ADEChallengeData2016 layout)")
     p.add_argument("--split", default="val", help="which images (default val: VOC's val.txt, ADE20K's validation)")
@@ -68,15 +68,13 @@ def report_lines(result):
     return lines
 
 
-def main(argv=None):
+def run(argv=None):
+    """Evaluates, prints and writes the report (rank 0); returns the report. Raises the library's errors."""
     args = parse_args(argv)
     dist = Distributed(use_horovod=True if args.horovod else None)
-    try:
-        segmenter = load_runner(Segmenter, args, ctx=device_context(args, dist))
-        data = SegmentationFolder(args.data, split=args.split, layout=args.layout)
-        result = evaluate_segmentation(segmenter, data, dist, progress=dist.rank == 0)
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    segmenter = load_runner(Segmenter, args, ctx=device_context(args, dist))
+    data = SegmentationFolder(args.data, split=args.split, layout=args.layout)
+    result = evaluate_segmentation(segmenter, data, dist, progress=dist.rank == 0)
     report = {"model": segmenter.info.model, "params": args.params, "data": args.data, "layout": data.layout,
               "split": args.split, "data_config": segmenter.config.to_dict(), "world_size": dist.world, **result}
     if dist.rank != 0:
@@ -89,5 +87,10 @@ def main(argv=None):
     return report
 
 
+def main(argv=None):
+    """The exit code of :func:`run`: 0, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,12 +9,15 @@ The file has a dynamic batch axis and takes images of the data config's input si
 another); its ``metadata_props`` carry the model, class names and evaluation transform, so
 ``predict.py --params model.onnx`` and ``verify.py --params model.onnx`` need no other flag. After writing, the
 file is run in ONNX Runtime (and OpenVINO, when installed) on a random batch of two and compared with MXNet: a
-difference above ``--tolerance`` fails the export (exit 1) and leaves ``--out`` as it was. ``--dtype int8`` writes the
+difference above ``--tolerance`` fails the export (exit 2) and leaves ``--out`` as it was. ``--dtype int8`` writes the
 graph quantized by ONNX Runtime's static quantization (both engines run it), calibrated on ``--calib-rec`` as
 ``verify.py --dtype int8`` is; its check is the top-1 agreement with MXNet's float32 on the calibration images,
 which must reach ``--min-agreement``.
+
+Exit status (:mod:`resnest_gluon.exits`): 0 written and checked; 2 with one line ``error: ...`` naming the file or flag
+(a wrong weights file, unusable flags, a failed check, no engine to check with); 4 disk full; 8 when ``--pretrained``
+weights cannot be had (offline, mirror, SHA-1).
 """
-import argparse
 import os
 import sys
 import time
@@ -29,11 +32,12 @@ from resnest_gluon.cli import (add_data_config_arguments, add_model_arguments, a
 from resnest_gluon.deploy import ENGINE_BACKENDS, onnx_model, open_engine
 from resnest_gluon.deploy.onnx_quantize import quantize_onnx
 from resnest_gluon.deploy.quantization import calibration_batches
+from resnest_gluon.exits import ArgumentParser, add_note, run_script
 from resnest_gluon.trained import is_onnx, load_trained
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(p, weights_required=False)
     add_data_config_arguments(p)
     p.add_argument("--out", required=True, help="the ONNX file to write (.onnx)")
@@ -109,10 +113,12 @@ def check_int8(path, net, batches, min_agreement):
         f" of {len(expected)} calibration images"
 
 
-def main(argv=None):
+def run(argv=None):
+    """Exports and checks, prints what was written; returns ``--out``. Raises the library's errors (``--out`` is
+    then left as it was)."""
     args = parse_args(argv)
     if not args.out.lower().endswith(".onnx"):
-        sys.exit(f"error: --out must name an .onnx file, got {args.out!r}")
+        raise ValueError(f"--out must name an .onnx file, got {args.out}")
     start = time.time()
     folder, name = os.path.split(os.path.abspath(args.out))
     unchecked = os.path.join(folder, f".{name}.{os.getpid()}.unchecked.onnx")  # becomes --out once it passed
@@ -135,13 +141,21 @@ def main(argv=None):
             line += "; " + (check_int8(unchecked, net, batches, args.min_agreement) if batches else
                             check_float32(unchecked, net, size, args.tolerance, args.seed))
         os.replace(unchecked, args.out)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        sys.exit(f"error: {err}" + (f" ({args.out} left as it was)" if os.path.exists(args.out) else ""))
+    except Exception as err:
+        if os.path.exists(args.out):
+            add_note(err, f"({args.out} left as it was)")
+        raise
     finally:
         if os.path.exists(unchecked):
             os.remove(unchecked)
     print(line)
+    return args.out
+
+
+def main(argv=None):
+    """The exit code of :func:`run`: 0, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

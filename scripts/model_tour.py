@@ -4,9 +4,12 @@ published weights, runs one hybridized forward at the model's own input size for
 round-trips one model through export() / SymbolBlock.imports(). Writes the table as JSON beside the printed text.
 
     python scripts/model_tour.py --out out/tour
+
+Exit status (:mod:`resnest_gluon.exits`): 0 done; 1 a model whose parameter count is not the published one; 2 with
+one line ``error: ...`` for an unusable flag or an ``--out`` that cannot be written; 4 disk full.
 """
-import argparse
 import os
+import sys
 import time
 
 import mxnet as mx
@@ -14,19 +17,24 @@ import numpy as np
 
 import resnest_gluon as rg
 from resnest_gluon.atomic import write_json
+from resnest_gluon.exits import ArgumentParser, run_script
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out/tour", help="folder for tour.json and the exported model")
     parser.add_argument("--run", nargs="*", default=["resnest14", "resnest50", "resnest50_fast_4s2x40d"],
                         help="models to run a forward pass on (at their data config's input size)")
     parser.add_argument("--batch-size", type=int, default=1)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def run(argv=None):
+    """The tour: prints the table, writes tour.json and the exported model. Raises the library's errors."""
+    args = parse_args(argv)
+    unknown = sorted(set(args.run) - set(rg.list_models()))
+    if unknown:
+        raise ValueError(f"--run: unknown model {', '.join(unknown)}; known: {', '.join(rg.list_models())}")
     os.makedirs(args.out, exist_ok=True)
     rows = []
     print(f"{'model':<24} {'params':>12} {'published':>12} {'input':>5} {'crop':>6} {'interp':>8} {'top1':>6}"
@@ -51,6 +59,11 @@ def main():
     print(f"export/SymbolBlock.imports round trip of resnest14: max abs logit difference {diff:.2e}")
     write_json(os.path.join(args.out, "tour.json"), {"models": rows, "export_round_trip_max_abs_diff": diff})
     print(f"wrote {os.path.join(args.out, 'tour.json')}")
+
+
+def main(argv=None):
+    """The exit code of :func:`run`: 0, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
 
 
 def forward_speed(net, size, batch_size):
@@ -78,4 +91,4 @@ def export_round_trip(name, prefix):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

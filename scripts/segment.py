@@ -8,9 +8,9 @@ back with PIL to get the indices) and ``OUT/<name>_overlay.png`` the image with 
 ``OUT/segments.json`` (or ``--json``) holds ``{"model", "params", "data_config", "class_names", "results":
 [{"image", "width", "height", "mask", "overlay", "classes": [{"label", "class", "fraction"}]}], "skipped": [...]}``,
 the classes present, largest share of the pixels first.
-A missing or undecodable image is reported and skipped (exit status 3); a wrong weights file stops with 1.
+A missing or undecodable image is reported and skipped (exit status 3); a wrong weights file or flag stops with 2 and
+one line ``error: ...`` naming it (:mod:`resnest_gluon.exits`).
 """
-import argparse
 import sys
 
 import numpy as np
@@ -18,22 +18,22 @@ import numpy as np
 from resnest_gluon.dense.cli import add_dense_arguments, load_runner, run_images, save_png
 from resnest_gluon.dense.drawing import class_map_image, overlay
 from resnest_gluon.dense.inference import Segmenter
+from resnest_gluon.exits import ArgumentParser, run_script
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     add_dense_arguments(p, "segments.json")
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def run(argv=None):
+    """Runs the model on each image, writes the pictures and the report; returns the report, or exits with 3 when an
+    image was skipped. Raises the library's errors."""
     args = parse_args(argv)
-    try:
-        segmenter = load_runner(Segmenter, args)
-        if len(segmenter.names) > 256:
-            raise ValueError(f"{args.params}: {len(segmenter.names)} classes do not fit a palette PNG (256 at most)")
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    segmenter = load_runner(Segmenter, args)
+    if len(segmenter.names) > 256:
+        raise ValueError(f"{args.params}: {len(segmenter.names)} classes do not fit a palette PNG (256 at most)")
 
     def handle(path, image, stem):
         labels = segmenter.segment(image)
@@ -50,5 +50,10 @@ def main(argv=None):
     return run_images(args, segmenter, handle, "segments.json", "segmenting")
 
 
+def main(argv=None):
+    """The exit code: 0, 3 when images were skipped, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,6 +22,7 @@ import ast
 import os
 import sys
 
+from resnest_gluon.exits import ArgumentParser
 from resnest_gluon.native_log import filter_native_stderr
 from resnest_gluon.training.cli import HelpFormatter, add_training_arguments, check_training_arguments, ints, pick, run_config
 from resnest_gluon.training.detection import DetectionConfig, DetectionTask
@@ -42,7 +43,7 @@ def _model_arg(text):
 
 def parse_args(argv=None):
     d = DetectionConfig
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     groups = add_training_arguments(p, dict(model=d.model, batch_size=1, num_epochs=26, lr=d.lr,
                                             lr_reference_batch=d.lr_reference_batch, lr_mode=d.lr_mode,
                                             lr_decay_epoch=d.lr_decay_epoch, num_workers=0, val_interval=1,

@@ -21,6 +21,7 @@ import sys
 
 from resnest_gluon.data.checking import check, describe_problem
 from resnest_gluon.distributed import Distributed
+from resnest_gluon.exits import ArgumentParser
 from resnest_gluon.native_log import filter_native_stderr
 from resnest_gluon.training.classification import ClassificationConfig, ClassificationTask
 from resnest_gluon.training.cli import HelpFormatter, add_training_arguments, check_training_arguments, pick, run_config
@@ -39,7 +40,7 @@ def _recipe_name(argv):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     small = RECIPES["small"].summary.split(": ", 1)[1].replace("%", "%%")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
                    help="defaults for a kind of data: 'imagenet' (the official recipe, every default shown below) or "

@@ -14,6 +14,10 @@ Undecodable records are skipped and reported (index and reason) in the printout 
 (``corrupt_records``); ``images`` counts only the evaluated ones, so accuracies are over decodable images. A label
 outside ``[0, num_classes)`` is an error naming the file and the largest label seen.
 
+Exit status (:mod:`resnest_gluon.exits`): 0 evaluated (damaged records included: skipped and listed); 2 with one
+line ``error: ...`` naming the file, flag or model (a missing or unreadable file, weights of another model, labels
+the model does not have, unusable flags); 8 when ``--pretrained`` weights cannot be had (offline, mirror, SHA-1).
+
 ``--backend onnxruntime`` / ``openvino`` evaluates in that engine (CPU) the ``.onnx`` file given as ``--params``,
 or the network exported to ONNX on the fly; the batches, the counting and the JSON are the same.
 
@@ -23,9 +27,9 @@ counts are summed with ``hvd.allreduce(op=Sum)`` and rank 0 prints and writes th
 Throughput (images/s) is timed from batch 5 on, as the official script (from batch 0 when there are fewer than
 6 batches); under Horovod it is the sum over ranks.
 """
-import argparse
 import os
 import sys
+import warnings
 
 import mxnet as mx
 
@@ -34,6 +38,7 @@ from resnest_gluon.data import ValRecordIter
 from resnest_gluon.deploy import NDArrayCalls, engine_for, input_dtype, optimize
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.evaluation import LabelError, evaluate
+from resnest_gluon.exits import ArgumentParser, run_script
 from resnest_gluon.cli import (add_backend_arguments, add_data_config_arguments, add_model_arguments,
                                add_precision_arguments, model_info, optimize_kwargs)
 from resnest_gluon.trained import is_onnx
@@ -41,12 +46,8 @@ from resnest_gluon.trained import is_onnx
 TIMED_FROM_BATCH = 5
 
 
-class VerifyError(Exception):
-    """A user-facing failure: printed as ``error: ...`` with exit code 1."""
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rec-val", required=True, help="validation .rec")
     p.add_argument("--rec-val-idx", help="its .idx (default: the .idx next to the .rec if any, else sequential)")
     add_model_arguments(p)
@@ -80,21 +81,18 @@ def build_net(args, ctx):
     weights' data config), or the ONNX engine of ``--backend`` called like it; and its
     :class:`~resnest_gluon.trained.ModelInfo`."""
     backend = backend_of(args)
-    try:
-        if backend != "mxnet" and args.gpus.strip():
-            raise ValueError(f"--backend {backend} runs on the CPU: drop --gpus")
-        info = model_info(args)
-        if backend == "mxnet" and args.params and is_onnx(args.params):
-            raise ValueError(f"{args.params} is an ONNX file: run it with --backend onnxruntime or openvino")
-        net = None
-        if not (args.params and is_onnx(args.params)):
-            net = info.load(args.params, ctx) if args.params else info.build(ctx, pretrained=True)
-        calibration = optimize_kwargs(args, info.data_config, args.batch_size)
-        if backend == "mxnet":
-            return optimize(net, args.dtype, ctx, **calibration), info
-        return NDArrayCalls(engine_for(info, backend, args.params, net, args.threads, args.dtype, **calibration)), info
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        raise VerifyError(str(err)) from None
+    if backend != "mxnet" and args.gpus.strip():
+        raise ValueError(f"--backend {backend} runs on the CPU: drop --gpus")
+    info = model_info(args)
+    if backend == "mxnet" and args.params and is_onnx(args.params):
+        raise ValueError(f"{args.params} is an ONNX file: run it with --backend onnxruntime or openvino")
+    net = None
+    if not (args.params and is_onnx(args.params)):
+        net = info.load(args.params, ctx) if args.params else info.build(ctx, pretrained=True)
+    calibration = optimize_kwargs(args, info.data_config, args.batch_size)
+    if backend == "mxnet":
+        return optimize(net, args.dtype, ctx, **calibration), info
+    return NDArrayCalls(engine_for(info, backend, args.params, net, args.threads, args.dtype, **calibration)), info
 
 
 def calibration_summary(args):
@@ -106,13 +104,13 @@ def calibration_summary(args):
 
 
 def verify(args, dist):
+    if not os.path.isfile(args.rec_val):  # before the model is built: a typo fails at once
+        raise FileNotFoundError(f"record file (.rec) not found: {args.rec_val}")
+    if args.rec_val_idx and not os.path.isfile(args.rec_val_idx):
+        raise FileNotFoundError(f"record index (.idx) not found: {args.rec_val_idx}")
     ctx = contexts(args, dist)
     net, info = build_net(args, ctx)
     cfg, num_classes = info.data_config, info.num_classes
-    if not os.path.isfile(args.rec_val):
-        raise VerifyError(f"record file (.rec) not found: {args.rec_val!r}")
-    if args.rec_val_idx and not os.path.isfile(args.rec_val_idx):
-        raise VerifyError(f"record index (.idx) not found: {args.rec_val_idx!r}")
     batch = args.batch_size * len(ctx)
     data = ValRecordIter(args.rec_val, cfg, idx_path=args.rec_val_idx, batch_size=batch,
                          num_workers=args.num_workers, rank=dist.rank, world=dist.world,
@@ -120,8 +118,8 @@ def verify(args, dist):
     try:
         res = evaluate(net, data, ctx, num_classes, dist, k=5, timed_from_batch=TIMED_FROM_BATCH)
     except LabelError as err:
-        raise VerifyError(f"{err} ({info.model} built with {num_classes} classes; pass --num-classes or another "
-                          f"file)") from None
+        raise LabelError(f"{err} ({info.model} built with {num_classes} classes; pass --num-classes or another "
+                         f"file)") from err
     return {
         "model": info.model, "params": args.params, "pretrained": args.pretrained, "rec": args.rec_val,
         "idx": args.rec_val_idx or data.idx_path, "data_config": cfg.to_dict(), "num_classes": num_classes,
@@ -134,13 +132,13 @@ def verify(args, dist):
     }
 
 
-def main(argv=None):
+def run(argv=None):
+    """Evaluates, prints the result (rank 0), writes ``--json``; returns the summary. Raises the library's errors."""
     args = parse_args(argv)
     dist = Distributed(use_horovod=True if args.horovod else None)
-    try:
+    with warnings.catch_warnings():  # listed below, once, instead of a warning each on stderr
+        warnings.filterwarnings("ignore", message="skipped undecodable record")
         summary = verify(args, dist)
-    except (VerifyError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
     if dist.rank == 0 and summary["images"] == 0:
         print(f"{summary['model']} on {args.rec_val}: no decodable images")
     elif dist.rank == 0:
@@ -158,5 +156,10 @@ def main(argv=None):
     return summary
 
 
+def main(argv=None):
+    """The exit code of :func:`run`: 0, or a known failure's, its message one line on stderr."""
+    return run_script(run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

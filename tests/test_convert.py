@@ -404,7 +404,7 @@ def test_cli_missing_source(tmp_path):
 
 
 def test_cli_unknown_model(cli, tmp_path, capsys):
-    assert cli.main([str(tmp_path / "x.pth"), str(tmp_path / "w.params"), "--model", "resnest51d"]) == 1
+    assert cli.main([str(tmp_path / "x.pth"), str(tmp_path / "w.params"), "--model", "resnest51d"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model 'resnest51d'") and "resnest50d" in err
 
@@ -413,7 +413,7 @@ def test_cli_without_torch(cli, tmp_path, capsys, monkeypatch):
     src = tmp_path / "w.pth"
     src.write_bytes(b"x")
     monkeypatch.setitem(sys.modules, "torch", None)
-    assert cli.main([str(src), str(tmp_path / "w.params"), "--model", "resnest50d"]) == 1
+    assert cli.main([str(src), str(tmp_path / "w.params"), "--model", "resnest50d"]) == 2
     assert "pip install torch" in capsys.readouterr().err
 
 

@@ -5,6 +5,7 @@ model's own predictions, so the right answer is known: 100 %, and exactly what a
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -109,7 +110,7 @@ def test_voc_folder_labelled_with_the_models_predictions_scores_100_and_a_change
         masks.append(mask)
     write_voc(tmp_path / "VOC2012", model["images"], masks)
     out = tmp_path / "eval"
-    report = load_script("eval_segmentation").main(["--data", str(tmp_path / "VOC2012"), "--params",
+    report = load_script("eval_segmentation").run(["--data", str(tmp_path / "VOC2012"), "--params",
                                                     model["params"], *SIZE, "--out", str(out)])
     assert report["layout"] == "voc" and report["images"] == 4 and report["skipped"] == []
     assert report["pixel_accuracy"] == 1.0 and report["mean_iou"] == 1.0 and report["classes_in_mean"] == 3
@@ -122,7 +123,7 @@ def test_voc_folder_labelled_with_the_models_predictions_scores_100_and_a_change
     block[...] = (jpeg_predictions[0][10:20, 10:20] + 1) % 3
     masks[0] = changed
     write_voc(tmp_path / "VOC2012b", model["images"], masks)
-    report = load_script("eval_segmentation").main(["--data", str(tmp_path / "VOC2012b"), "--params",
+    report = load_script("eval_segmentation").run(["--data", str(tmp_path / "VOC2012b"), "--params",
                                                     model["params"], *SIZE, "--out", str(out)])
     labelled = sum(m.size - m.shape[1] for m in masks)
     assert report["pixel_accuracy"] == pytest.approx((labelled - 100) / labelled, abs=1e-12)
@@ -154,7 +155,7 @@ def test_ade20k_folder_with_its_label_offset_and_damaged_files_skipped(model, tm
     labels = data.labels(0)
     assert labels.min() == IGNORE and (labels[:, 1:] == model["segmenter"].segment(data.image_path(0))[:, 1:]).all()
 
-    report = load_script("eval_segmentation").main(["--data", str(root), "--params", model["params"], *SIZE,
+    report = load_script("eval_segmentation").run(["--data", str(root), "--params", model["params"], *SIZE,
                                                     "--out", str(tmp_path / "eval")])
     assert report["images"] == 3 and report["pixel_accuracy"] == 1.0 and report["mean_iou"] == 1.0
     reasons = {s["image"].rsplit("/", 1)[1]: s["reason"] for s in report["skipped"]}
@@ -178,18 +179,25 @@ def test_ade20k_folder_with_its_label_offset_and_damaged_files_skipped(model, tm
         assert both[key] == report[key], key
 
 
-def test_wrong_inputs_stop_with_a_message_naming_them(model, tmp_path):
+def test_wrong_inputs_stop_with_a_message_naming_them(model, tmp_path, capsys):
     masks = [np.full(shape, 5, np.uint8) for shape in SHAPES]  # class 5: the model has 3
     write_voc(tmp_path / "VOC2012", model["images"], masks)
     script = load_script("eval_segmentation")
-    with pytest.raises(SystemExit, match=r"SegmentationClass/2007_000000.png: class 5 in the mask, the model has 3"):
-        script.main(["--data", str(tmp_path / "VOC2012"), "--params", model["params"], *SIZE])
-    with pytest.raises(SystemExit, match="no list ImageSets/Segmentation/train.txt for split 'train'"):
-        script.main(["--data", str(tmp_path / "VOC2012"), "--split", "train", "--params", model["params"]])
-    with pytest.raises(SystemExit, match="not a Pascal VOC .* or ADE20K .* folder"):
-        script.main(["--data", str(tmp_path), "--params", model["params"]])
+
+    def error_of(*argv):  # exit code 2 and one line on stderr (after the progress bar, which clears itself)
+        assert script.main(list(argv)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith("\n"), err
+        return err.rsplit("\r", 1)[-1]
+
+    assert re.search(r"SegmentationClass/2007_000000.png: class 5 in the mask, the model has 3",
+                     error_of("--data", str(tmp_path / "VOC2012"), "--params", model["params"], *SIZE))
+    assert "no list ImageSets/Segmentation/train.txt for split 'train'" in error_of(
+        "--data", str(tmp_path / "VOC2012"), "--split", "train", "--params", model["params"])
+    assert re.search("not a Pascal VOC .* or ADE20K .* folder", error_of("--data", str(tmp_path), "--params",
+                                                                         model["params"]))
     classifier = rg.get_model("resnest14", classes=3)
     classifier.initialize()
     rg.save_trained(classifier, str(tmp_path / "cls.params"))
-    with pytest.raises(SystemExit, match="not a segmentation model"):
-        script.main(["--data", str(tmp_path / "VOC2012"), "--params", str(tmp_path / "cls.params")])
+    assert "not a segmentation model" in error_of("--data", str(tmp_path / "VOC2012"), "--params",
+                                                  str(tmp_path / "cls.params"))

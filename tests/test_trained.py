@@ -186,9 +186,9 @@ def test_exported_files_predict_and_verify_the_same(run, tmp_path):
 def test_flags_that_contradict_the_checkpoint_are_errors_naming_both(run):
     d, ckpt, _ = run
     proc = script("verify.py", "--rec-val", d / "val.rec", "--params", ckpt, "--model", "resnest26", check=False)
-    assert proc.returncode == 1 and "'resnest26' was asked for" in proc.stderr and "holds a resnest14" in proc.stderr
+    assert proc.returncode == 2 and "'resnest26' was asked for" in proc.stderr and "holds a resnest14" in proc.stderr
     proc = script("predict.py", images_of(d)[0], "--params", ckpt, "--num-classes", 1000, check=False)
-    assert proc.returncode == 1 and "1000 classes were asked for" in proc.stderr and "has 4" in proc.stderr
+    assert proc.returncode == 2 and "1000 classes were asked for" in proc.stderr and "has 4" in proc.stderr
 
 
 def test_predict_skips_unreadable_files_by_name_and_says_so_in_its_exit_status(run, tmp_path):

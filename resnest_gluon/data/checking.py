@@ -23,6 +23,7 @@ import mxnet as mx
 from PIL import Image
 from tqdm import tqdm
 
+from ..exits import plain_reason
 from .record_reader import RecordReader
 from .records import (IR_HEADER, CorruptRecordError, is_detection_label, parse_objects, read_idx_entries,
                       unpack_record)
@@ -45,7 +46,7 @@ def _decode(item):
             load_strict(im)
         return pos, None, im.size, im.mode, im.format
     except Exception as e:
-        return pos, "cannot decode image: %s: %s" % (type(e).__name__, e), None, None, None
+        return pos, "cannot decode image (PIL: %s)" % (plain_reason(e) or type(e).__name__), None, None, None
 
 
 def _decode_for_training(item):
@@ -157,7 +158,7 @@ def _sequential(scan, reader, file_size, decode_all, progress, idx_offsets=()):
             try:
                 buf = reader.read()
             except mx.base.MXNetError as e:
-                msg = str(e).strip().splitlines()[-1]
+                msg = "MXNet: " + plain_reason(e)
                 after = bisect.bisect_right(idx_offsets, offset)
                 resume = idx_offsets[after] if after < len(idx_offsets) else None
                 at_start = offset in starts  # else inside a record whose length was wrong (reported on its own)

@@ -11,9 +11,11 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from ..exits import plain_reason
+
 __all__ = ["CorruptRecordError", "count_records", "default_idx_path", "decode_record", "RecordImageDataset",
            "header_damage", "iter_records", "max_label", "RECORD_MAGIC", "IR_HEADER", "read_frame", "read_idx_entries",
-           "unpack_record", "is_detection_label", "parse_objects"]
+           "undecodable_reason", "unpack_record", "is_detection_label", "parse_objects"]
 
 # RecordIO framing (dmlc-core recordio.h): each part of a record is the magic word, a uint32 whose top 3 bits are
 # the continuation flag (0 whole record, 1 first, 2 middle, 3 last part; a payload containing the magic word is
@@ -111,12 +113,30 @@ def unpack_record(payload, where=""):
     return mx.recordio.unpack(payload)
 
 
+# The first bytes of the formats OpenCV decodes (what a record's image should start with).
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def undecodable_reason(data):
+    """Why OpenCV (which gives no reason) returned no image for ``data``, from its size and first bytes: for
+    messages naming the record."""
+    if not data:
+        return "OpenCV: empty payload, 0 bytes"
+    kind = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind:
+        return f"OpenCV: damaged or truncated {kind} data, {len(data)} bytes"
+    return f"OpenCV: no known image format, {len(data)} bytes starting {data[:8].hex(' ')}"
+
+
 def decode_record(payload, where=""):
     """``(RGB uint8 HWC image, label)`` from a packed record; ``CorruptRecordError`` naming ``where`` otherwise."""
     header, img_bytes = unpack_record(payload, where)
     img = cv2.imdecode(np.frombuffer(img_bytes, np.uint8), cv2.IMREAD_COLOR) if img_bytes else None
     if img is None:
-        raise CorruptRecordError(f"{where}: payload of {len(img_bytes)} bytes is not a decodable image")
+        raise CorruptRecordError(f"{where}: not a decodable image ({undecodable_reason(img_bytes)})")
     label = header.label
     label = np.float32(label) if np.isscalar(label) else np.asarray(label, np.float32)
     return img[:, :, ::-1], label  # OpenCV decodes BGR
@@ -145,7 +165,9 @@ class RecordImageDataset(mx.gluon.data.Dataset):
 
     def where(self, i):
         """Record ``i`` named for messages: the file, its position and its key."""
-        return f"{self.rec_path} record #{i} (key {self.keys[i]})"
+        key = self.keys[i]
+        offset = self._record.idx.get(key)
+        return f"{self.rec_path} record #{i} (key {key}" + (f", offset {offset})" if offset is not None else ")")
 
     def payload(self, i):
         """``(record i's bytes, where)``, ``where`` naming the record (:meth:`where`) for error messages."""
@@ -153,8 +175,7 @@ class RecordImageDataset(mx.gluon.data.Dataset):
         try:
             return self._record.read_idx(self.keys[i]), where
         except mx.base.MXNetError as err:  # its framing is broken; the reader still reads the others by offset
-            raise CorruptRecordError(f"{where}: unreadable record framing ({str(err).strip().splitlines()[-1]})") \
-                from None
+            raise CorruptRecordError(f"{where}: unreadable record framing (MXNet: {plain_reason(err)})") from None
 
 
 def iter_records(rec_path):
@@ -164,7 +185,13 @@ def iter_records(rec_path):
     try:
         pos = 0
         while True:
-            payload = reader.read()
+            try:
+                payload = reader.read()
+            except mx.base.MXNetError as err:  # no framing to find the next record by: the rest is unreadable
+                what = ("not a RecordIO file, or damaged at its start" if pos == 0 else
+                        f"record #{pos} is unreadable, the file is damaged there")
+                raise ValueError(f"{rec_path}: {what} (MXNet: {plain_reason(err)}); python -m recordio_tools "
+                                 f"check {rec_path} lists the damage") from None
             if payload is None:
                 return
             yield pos, payload

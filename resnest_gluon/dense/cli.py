@@ -12,12 +12,11 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write, write_json
 from ..data.transforms import load_image
+from ..exits import EXIT_SKIPPED, report_skipped
 from ..trained import load_class_names
 
 __all__ = ["EXIT_SKIPPED", "add_dense_arguments", "add_dense_model_arguments", "add_device_arguments",
            "add_output_arguments", "device_context", "load_runner", "output_names", "run_images", "save_png"]
-
-EXIT_SKIPPED = 3
 
 
 def add_dense_arguments(parser, report_name):
@@ -113,9 +112,6 @@ def run_images(args, runner, handle, report_name, what, **settings):
               "class_names": runner.names, **settings, "results": results, "skipped": skipped}
     write_json(args.json or os.path.join(args.out, report_name), report)
     if skipped:
-        print(f"skipped {len(skipped)} of {len(args.images)} files:", file=sys.stderr)
-        for item in skipped:
-            reason = item["reason"]  # it usually names the file already
-            print(f"  {reason if item['image'] in reason else item['image'] + ': ' + reason}", file=sys.stderr)
+        report_skipped([(item["image"], item["reason"]) for item in skipped], len(args.images))
         sys.exit(EXIT_SKIPPED)
     return report

@@ -120,8 +120,6 @@ def main(argv=None):
     threads = set_threads(args.threads)
     import mxnet as mx
 
-    import resnest_gluon  # noqa: F401  (before gluoncv)
-
     machine = machine_info(threads)
     results = []
     with tempfile.TemporaryDirectory() as folder:

@@ -3,7 +3,7 @@
 Why several: a recipe tuned on one kind of picture learns its quirks. The sets differ in what carries the class and
 what is noise:
 
-- ``shapes``: coloured outlines on textured backgrounds with clutter (the demo's data, ``resnest_gluon.demo_data``);
+- ``shapes``: coloured outlines on textured backgrounds with clutter (the demo's data, ``demos.shapes``);
 - ``textures``: the class is a texture (stripes at an angle, checks, dots, rings, ...), at random scale, phase,
   colours and contrast: no object, no outline;
 - ``strokes``: the digits 0-9 written as pen strokes, jittered, thick or thin, rendered at 8-16 px and scaled up,
@@ -26,7 +26,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: rerun as python
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-from resnest_gluon import demo_data  # noqa: E402
+from demos import shapes as demo_data  # noqa: E402
 
 # No class is the mirror image of another: training flips images left-right.
 TEXTURES = ("bricks", "checks", "crosshatch", "diagonal", "dots", "horizontal", "noise", "radial", "rings", "vertical")

@@ -19,7 +19,7 @@ import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 from resnest_gluon.data.strict_images import load_strict
 

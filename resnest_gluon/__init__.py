@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 
 from ._lazy import lazy_attributes
-from .config import DataConfig, DenseDataConfig, __version__
+from .config import DataConfig, DenseDataConfig, __version__  # noqa: F401  (light: resolved at import)
 
 _EXPORTS = {
     "get_model": ".registry", "list_models": ".registry", "register_model": ".registry",

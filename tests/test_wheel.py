@@ -103,7 +103,6 @@ def test_the_installed_package_compiles_its_operator_builds_models_and_predicts(
     cache = tmp_path / "ops"  # empty: the operator compiles here, from the installed sources
     code = textwrap.dedent(f"""
         import importlib, importlib.util, json, os, sys
-        import mxnet as mx, numpy as np
         from PIL import Image
 
         import resnest_gluon as rg
@@ -118,18 +117,16 @@ def test_the_installed_package_compiles_its_operator_builds_models_and_predicts(
         assert resnest50 is rg.resnest50 and resnest.gluon.zoo is rg.zoo
         assert importlib.util.find_spec("demos") is None and importlib.util.find_spec("benchmarks") is None
         assert len(load_class_names()) == 1000  # data/imagenet_classes.txt shipped
+        import mxnet as mx, numpy as np
 
-        op = None
-        for name in ("resnest_gluon.ops.attention_op", "resnest_gluon.deploy.attention_op"):
-            if importlib.util.find_spec(name.rsplit(".", 1)[0]) and importlib.util.find_spec(name):
-                op = importlib.import_module(name)
-                break
+        from resnest_gluon.ops import attention_op as op
+        assert not op.available()  # not at import: with the first network
+        net = rg.get_model("resnest14", classes=3)  # the first network compiles and loads the operator
         assert op.available(), op.unavailable_reason()
         assert op.SOURCE.startswith(package + os.sep), op.SOURCE  # compiled from the wheel's copy
         library = op.library_path()
         assert library.startswith({str(cache)!r}) and os.path.isfile(library), library
 
-        net = rg.get_model("resnest14", classes=3)
         net.initialize(mx.init.Xavier())
         blocks = [b for b in net.layer1 if hasattr(b, "conv2")]
         assert blocks and all(b.conv2.fused_attention for b in blocks)

@@ -31,7 +31,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..config import __version__
 from ..splat import SplitAttentionConv, set_onnx_layout
-from ..trained import ONNX_METADATA_KEY, ModelInfo, info_of, is_dense, read_onnx_info
+from ..trained import ONNX_METADATA_KEY, info_of, is_dense, read_onnx_info
 
 __all__ = ["METADATA_KEY", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_model", "read_onnx_info",
            "prepare_graph"]

@@ -359,7 +359,7 @@ class _Training:
         ctx = self.ctx = resolve_context(run.gpus, dist.local_rank)
         seed_everything(run.seed, 0, 0)  # same initial weights everywhere (rank 0's are broadcast anyway)
         os.makedirs(run.save_dir, exist_ok=True)
-        log = self.log = MetricsLog(os.path.join(run.save_dir, "metrics.jsonl")) if dist.is_root else None
+        self.log = MetricsLog(os.path.join(run.save_dir, "metrics.jsonl")) if dist.is_root else None
         task.prepare(run, dist, ctx)
         net, data = task.build(run, dist, ctx)
         self.net = net
@@ -369,14 +369,15 @@ class _Training:
             task.close(data)
 
     def _train(self, net, data):
-        task, run, dist, ctx, log = self.task, self.run_config, self.dist, self.ctx, self.log
-        bad_watch = self.bad_watch = BadRecordWatch(run.rec_train, data.source_records, run.bad_records, dist, log)
+        task, run, dist = self.task, self.run_config, self.dist
+        bad_watch = self.bad_watch = BadRecordWatch(run.rec_train, data.source_records, run.bad_records, dist,
+                                                    self.log)
         bad_watch.report(getattr(data, "bad_records", []), 0, "left out (found by the scan before training)")
         steps = self.steps = min(len(data), run.max_steps_per_epoch or len(data))
         setup = task.optimizer(net, run, dist, steps)
         dist.broadcast_parameters(net.collect_params())
         task.hybridize(net)
-        trainer = self.trainer = dist.trainer(setup.params, setup.optimizer, setup.settings)
+        self.trainer = dist.trainer(setup.params, setup.optimizer, setup.settings)
         self.base_lr = setup.learning_rate.effective
         self.run_settings = {**task.run_settings(run, dist.world, steps), "world": dist.world,
                              "steps_per_epoch": steps}

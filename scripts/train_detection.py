@@ -14,8 +14,8 @@ momentum 0.9, wd 1e-4, short side 640-800, long side <= 1333.
 Checkpoints (``SAVE_DIR/ckpt-EEEE.params`` + ``.json``) carry the model, class names and evaluation transform:
 ``scripts/detect.py --params`` and ``scripts/eval_detection.py --params`` need nothing else. A run killed at any
 time continues with ``--resume SAVE_DIR``; SIGTERM/SIGINT stop every process at the next step with a checkpoint of
-it (exit code 5). Exit codes: 0 done, 2 bad arguments or data, 3 NaN/inf, 4 disk full, 5 preempted, 7 too many
-undecodable records.
+it (exit code 5). Exit codes: 0 done, 2 bad arguments or data, 3 NaN/inf, 4 disk full, 5 preempted, 6 not
+learning (``--stop-if-not-learning``), 7 too many undecodable records, 8 pretrained weights unavailable.
 """
 import argparse
 import ast

@@ -146,7 +146,7 @@ def _train(args):
 
 def main(argv=None):
     """Exit codes: see :mod:`resnest_gluon.training.exits` (0 done, 2 bad arguments or data, 3 NaN, 4 disk full,
-    5 preempted, 6 not learning, 7 too many bad records)."""
+    5 preempted, 6 not learning, 7 too many bad records, 8 pretrained weights unavailable)."""
     args = parse_args(argv)
     filter_native_stderr()  # MXNet's known harmless oneDNN pooling notices (see resnest_gluon/native_log.py)
     return run_training(_train, args)

@@ -298,20 +298,27 @@ def agree_on_checkpoint(directory, dist):
     needed = [rank for rank, host in enumerate(missing) if host]
     payload = None
     if dist.is_root:
-        payload = {k: open(ckpt[k], "rb").read() for k in ("params", "states")}
+        payload = {}
+        for k in ("params", "states"):
+            with open(ckpt[k], "rb") as f:
+                payload[k] = f.read()
     payload = dist.from_root(payload)  # every rank joins the collective; those that have the files drop it
     problem = None
     if dist.rank in needed:
-        try:
+        folder = None
+        try:  # any failure here is said on every rank below: a rank raising alone would leave the others waiting
             folder = tempfile.mkdtemp(prefix="resume-")
+            copy = {**ckpt, "received_from_rank0": folder}
             for k, data in payload.items():
-                path = os.path.join(folder, os.path.basename(ckpt[k]))
-                with open(path, "wb") as f:
+                copy[k] = os.path.join(folder, os.path.basename(ckpt[k]))
+                with open(copy[k], "wb") as f:
                     f.write(data)
-                ckpt = {**ckpt, k: path, "received_from_rank0": folder}
-            if not _files_fit(ckpt):
+            if not _files_fit(copy):
                 raise OSError("the copy received from rank 0 does not have the checkpoint's sizes")
+            ckpt = copy
         except OSError as err:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
             problem = f"host {socket.gethostname()} (rank {dist.rank}) has no {ckpt['params']} and could not take " \
                       f"rank 0's copy: {err}"
     problems = [p for p in dist.allgather_object(problem, name="resume_problems") if p]

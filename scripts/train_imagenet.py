@@ -24,19 +24,13 @@ from resnest_gluon.distributed import Distributed
 from resnest_gluon.exits import ArgumentParser
 from resnest_gluon.native_log import filter_native_stderr
 from resnest_gluon.training.classification import ClassificationConfig, ClassificationTask
-from resnest_gluon.training.cli import HelpFormatter, add_training_arguments, check_training_arguments, pick, run_config
+from resnest_gluon.training.cli import (HelpFormatter, add_training_arguments, apply_recipe, check_training_arguments,
+                                       pick, recipe_in, run_config)
 from resnest_gluon.training.exits import run_training
-from resnest_gluon.training.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from resnest_gluon.training.recipes import DEFAULT_RECIPE, RECIPES
 from resnest_gluon.training.trainer import train
 
 BOOL = argparse.BooleanOptionalAction
-
-
-def _recipe_name(argv):
-    """``--recipe`` alone, read first: the recipe sets the defaults of the other flags."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
-    return pre.parse_known_args(argv)[0].recipe
 
 
 def parse_args(argv=None):
@@ -92,10 +86,7 @@ def parse_args(argv=None):
     o.add_argument("--mixup", action=BOOL, default=c.mixup)
     o.add_argument("--mixup-alpha", type=float, default=c.mixup_alpha)
     o.add_argument("--mixup-off-epoch", type=int, default=c.mixup_off_epoch, help="no mixup in the last N epochs")
-    recipe = get_recipe(_recipe_name(argv))
-    p.set_defaults(**recipe.defaults)
-    args = p.parse_args(argv)
-    args.recipe_overrides = tuple(sorted(d for d, v in recipe.defaults.items() if getattr(args, d) != v))
+    args = apply_recipe(p, recipe_in(argv, RECIPES, DEFAULT_RECIPE), argv)
     check_training_arguments(p, args)
     if not 0 <= args.dropblock_prob < 1:
         p.error(f"--dropblock-prob must be in [0, 1), got {args.dropblock_prob}")

@@ -79,6 +79,18 @@ class _DenseRunner:
         self.names = class_names_of(self.net)
         self.net.hybridize(static_alloc=True)
 
+    @classmethod
+    def of_network(cls, net, ctx=None):
+        """A runner of ``net`` as it is in memory (a model being trained: its weights, classes and evaluation
+        transform), without a file; the caller hybridizes it for inputs of any size."""
+        if dense_task(net.model_name) != cls.task:
+            raise ValueError(f"{net.model_name} is a {dense_task(net.model_name)} model, not a {cls.task} model")
+        runner = cls.__new__(cls)
+        runner.ctx, runner.net = ctx or mx.cpu(), net
+        runner.info, runner.config = getattr(net, "model_info", None), net.data_config
+        runner.names = class_names_of(net)
+        return runner
+
 
 class Detector(_DenseRunner):
     """Boxes (and, for Mask R-CNN, masks) of a trained detector (``faster_rcnn_fpn_*``, ``mask_rcnn_fpn_*``)."""

@@ -83,6 +83,28 @@ class SegmentationFolder:
     def mask_path(self, i):
         return os.path.join(self.mask_dir, self.ids[i] + ".png")
 
+    @property
+    def class_names(self):
+        """The names in ``classes.txt`` at the folder's root (as :mod:`demos.segscenes` writes), else None."""
+        path = os.path.join(self.root, "classes.txt")
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+
+    def name(self, i):
+        """Item ``i`` named for messages and reports: its image file."""
+        return self.image_path(i)
+
+    def load(self, i):
+        """``(RGB uint8 image, labels)`` of item ``i`` (:meth:`labels`); ``ValueError`` / ``OSError`` naming the file
+        when either cannot be read or the mask's size is not the image's."""
+        image, labels = load_image(self.image_path(i)), self.labels(i)
+        if labels.shape != image.shape[:2]:
+            raise ValueError(f"{self.mask_path(i)}: mask of {labels.shape[1]}x{labels.shape[0]} pixels for an image "
+                             f"of {image.shape[1]}x{image.shape[0]}")
+        return image, labels
+
     def labels(self, i):
         """Mask ``i`` as an (H, W) int64 array of class indices, ``IGNORE`` where it does not count; ``ValueError``
         naming the file when it cannot be read or is not a single-channel mask."""
@@ -140,7 +162,8 @@ class SegmentationScores:
 
 def evaluate_segmentation(segmenter, dataset, dist=None, progress=True):
     """Pixel accuracy and IoU of ``segmenter`` (a :class:`~resnest_gluon.dense.inference.Segmenter`) on ``dataset``
-    (a :class:`SegmentationFolder`, or anything with ``len``, ``image_path(i)``, ``mask_path(i)`` and ``labels(i)``).
+    (a :class:`SegmentationFolder`, segmentation records, or anything with ``len``, ``load(i)`` -> (image, labels)
+    and ``name(i)``).
 
     With ``dist`` (a :class:`~resnest_gluon.distributed.Distributed` of several ranks) rank r segments images r,
     r + world, ... and the pixel counts are summed over the ranks: every rank gets the numbers of one process.
@@ -154,16 +177,13 @@ def evaluate_segmentation(segmenter, dataset, dist=None, progress=True):
     skipped, done, started = [], 0, None
     for i in tqdm(range(rank, len(dataset), world), desc="evaluating", unit="img", disable=not progress,
                   leave=False):
-        image_path = dataset.image_path(i)
         try:
-            image, labels = load_image(image_path), dataset.labels(i)
-            if labels.shape != image.shape[:2]:
-                raise ValueError(f"{dataset.mask_path(i)}: mask of {labels.shape[1]}x{labels.shape[0]} pixels for "
-                                 f"an image of {image.shape[1]}x{image.shape[0]}")
-        except (OSError, ValueError) as err:
-            skipped.append((i, {"image": image_path, "reason": str(err)}))
+            image, labels = dataset.load(i)
+        except (OSError, ValueError) as err:  # CorruptRecordError is a ValueError
+            skipped.append((i, {"image": dataset.name(i), "reason": str(err)}))
             continue
-        scores.update(labels, segmenter.segment(image), where=dataset.mask_path(i))
+        where = dataset.mask_path(i) if hasattr(dataset, "mask_path") else dataset.name(i)  # what holds the labels
+        scores.update(labels, segmenter.segment(image), where=where)
         done += 1
         if done == 1:
             started = time.perf_counter()  # from the second image: the first builds the network's memory

@@ -23,7 +23,8 @@ from ..data.bad_records import BadRecordLimit
 from .schedule import LR_MODES
 from .trainer import RunConfig
 
-__all__ = ["add_training_arguments", "check_training_arguments", "run_config", "pick", "ints", "HelpFormatter"]
+__all__ = ["add_training_arguments", "check_training_arguments", "run_config", "pick", "ints", "floats", "HelpFormatter",
+           "recipe_in", "apply_recipe"]
 
 
 def ints(text):
@@ -32,6 +33,30 @@ def ints(text):
         return tuple(int(v) for v in str(text).split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def floats(text):
+    """``"0.5,2"`` -> ``(0.5, 2.0)`` (argparse type of ranges)."""
+    try:
+        return tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def recipe_in(argv, recipes, default):
+    """The :class:`~.recipes.Recipe` ``--recipe`` names in ``argv`` (read first: it sets the other flags' defaults)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default=default, choices=sorted(recipes))
+    return recipes[pre.parse_known_args(argv)[0].recipe]
+
+
+def apply_recipe(parser, recipe, argv):
+    """Parses ``argv`` with ``recipe``'s defaults; ``args.recipe_overrides``: its settings the command line
+    replaced."""
+    parser.set_defaults(**recipe.defaults)
+    args = parser.parse_args(argv)
+    args.recipe_overrides = tuple(sorted(d for d, v in recipe.defaults.items() if getattr(args, d) != v))
+    return args
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -107,8 +132,9 @@ def add_training_arguments(parser, defaults):
     return groups
 
 
-def check_training_arguments(parser, args):
-    """``parser.error`` naming the first shared flag out of range or file that does not exist."""
+def check_training_arguments(parser, args, folders=False):
+    """``parser.error`` naming the first shared flag out of range or file that does not exist (``folders``: the data
+    may be dataset folders too)."""
     for name in ("batch_size", "num_epochs", "val_interval", "save_interval", "log_interval"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -121,8 +147,8 @@ def check_training_arguments(parser, args):
     if args.no_cuda:
         args.gpus = ""
     for flag, path in (("--rec-train", args.rec_train), ("--rec-val", args.rec_val), ("--classes", args.classes)):
-        if path and not os.path.isfile(path):
-            parser.error(f"{flag}: no such file {path}")
+        if path and not (os.path.isfile(path) or (folders and flag != "--classes" and os.path.isdir(path))):
+            parser.error(f"{flag}: no such file {path}" + (" or folder" if folders and flag != "--classes" else ""))
 
 
 def pick(cls, args, **changes):

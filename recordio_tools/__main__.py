@@ -1,4 +1,5 @@
-"""Command line: ``python -m recordio_tools {make-list,pack,pack-detection,pack-segmentation,inspect,check} ...`` (see each ``--help``).
+"""Command line: ``python -m recordio_tools {make-list,pack,pack-detection,pack-segmentation,inspect,check} ...``
+(see each ``--help``).
 """
 import argparse
 import errno

@@ -286,6 +286,7 @@ def test_check_names_damaged_records_written_by_hand(tmp_path, capsys):
     assert bad[1].startswith("BAD record #2 (id 2)") and "mask of 42x32 pixels for an image of 40x32" in bad[1]
     assert bad[2].startswith("BAD record #3 (id 3)") and "class value(s) 5 outside the 3 classes" in bad[2]
     assert bad[3].startswith("BAD record #4 (id 4)") and "3 channel(s)" in bad[3]
+    assert "2 classes present of 3" in out and ", 5:" in out  # a value outside the classes: shown by number
     status, out = run_main(capsys, "inspect", prefix, "--no-progress", "--num-classes", 10)
     assert status == 1 and "class value(s) 5" not in out  # --num-classes 10 covers class 5
     # the reader names the record too
@@ -306,6 +307,7 @@ def test_record_format_and_decoding_errors():
     got_image, got_mask = decode_segmentation_record(payload, "x")
     assert np.array_equal(got_mask, mask) and got_image.shape == image.shape
     assert Image.open(io.BytesIO(_png(mask))).mode == "L"
+    assert len(segmentation.VOC_CLASSES) == 21 and segmentation.VOC_CLASSES[-1] == "tvmonitor"
     classification = mx.recordio.pack(mx.recordio.IRHeader(0, 3.0, 1, 0), _jpeg(image))
     with pytest.raises(CorruptRecordError, match="where: not a segmentation record"):
         decode_segmentation_record(classification, "where")

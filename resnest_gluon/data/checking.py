@@ -373,13 +373,14 @@ def _segmentation_summary(scan, class_names):
         return None
     names = class_names or []
     counted = sum(scan.mask_pixels) - scan.mask_pixels[MASK_IGNORE]
-    present = [v for v in range(MASK_IGNORE) if scan.mask_pixels[v]]
+    present = [v for v in range(MASK_IGNORE) if scan.mask_pixels[v]]  # values outside the classes: shown by number
+    k = scan.detection_classes
 
     def name(v):
         return names[v] if v < len(names) else str(v)
 
     return {"masks": scan.masks, "pixels": sum(scan.mask_pixels), "ignored_pixels": scan.mask_pixels[MASK_IGNORE],
-            "classes_present": len(present), "num_classes": scan.detection_classes,
+            "classes_present": len([v for v in present if k is None or v < k]), "num_classes": k,
             "class_pixels": {name(v): scan.mask_pixels[v] for v in present},
             "class_share": {name(v): round(scan.mask_pixels[v] / counted, 6) for v in present},
             "class_names": class_names,

@@ -344,3 +344,27 @@ def test_failed_pack_keeps_previous_outputs_and_usage_errors(voc, voc_packed, tm
     assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(n) for n in names] + ["many.txt", "one.txt"])
     # a plain classification check of these records, forced, still reads them (as before: --no-detection)
     assert checking.check(prefix, progress=False, detection=False)["segmentation"] is None
+
+
+def test_mask_follows_the_image_exif_rotation(tmp_path):
+    """A JPEG with EXIF orientation 6 is stored upright (as pack does); its mask, drawn on the stored pixels (as
+    GluonCV's readers pair them), is rotated with it, so every pixel keeps its class."""
+    root = tmp_path / "voc"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True)
+    raw = np.zeros((H, W, 3), np.uint8)
+    raw[:, : W // 4] = 255  # a white band on the left of the stored pixels
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, : W // 4] = 1
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(raw).save(str(root / "JPEGImages" / "r.jpg"), quality=95, exif=exif)
+    _palette_png(str(root / "SegmentationClass" / "r.png"), mask)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("r\n")
+    prefix = str(tmp_path / "rot")
+    report = segmentation.pack_segmentation(str(root), prefix, "voc", num_workers=1, progress=False)
+    assert report.packed == 1 and report.converted["exif_rotated"] == 1
+    (image, got), = read_back(prefix)[1].values()
+    assert image.shape[:2] == got.shape == (W, H)  # upright: 32 wide, 40 high
+    assert np.array_equal(got, np.rot90(mask, -1))  # orientation 6: rotate 90 degrees clockwise
+    assert (image[got == 1] > 200).all() and (image[got == 0] < 55).all()

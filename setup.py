@@ -22,6 +22,7 @@ PACKAGES = find_packages(include=[p for name in LIBRARY for p in (name, name + "
 # installed package (any ``csrc/`` folder of any subpackage, wherever the operators live).
 PACKAGE_DATA = {pkg: ["csrc/*.cc", "csrc/*.h"] for pkg in PACKAGES if pkg != "resnest"}
 PACKAGE_DATA["resnest_gluon"] += ["data/*.txt"]
+PACKAGE_DATA["recordio_tools"] += ["*.txt"]  # ade20k_classes.txt (pack-segmentation)
 
 setup(
     name="resnest-gluon",

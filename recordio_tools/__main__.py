@@ -1,4 +1,5 @@
-"""Command line: ``python -m recordio_tools {make-list,pack,pack-detection,inspect,check} ...`` (see each ``--help``).
+"""Command line: ``python -m recordio_tools {make-list,pack,pack-detection,pack-segmentation,inspect,check} ...``
+(see each ``--help``).
 """
 import argparse
 import errno
@@ -93,6 +94,38 @@ def _add_pack_detection(sub):
     p.set_defaults(func=_run_pack_detection, keep_empty=False)
 
 
+def _add_pack_segmentation(sub):
+    p = sub.add_parser("pack-segmentation", parents=[_COMMON],
+                       help="Pascal VOC or ADE20K segmentation folder -> PREFIX.rec/.idx/_classes.txt/.report.json",
+                       description="Packs each image with its class mask (one record: the image, then a "
+                       "single-channel 8-bit PNG mask), read by resnest_gluon.data.SegmentationRecordDataset. "
+                       "Label conventions: VOC's SegmentationClass PNGs hold the class index (palette index), 255 "
+                       "= not counted, and are stored as they are; ADE20K's annotations hold class + 1, 0 = "
+                       "unlabelled, and are stored as value - 1 with 0 -> 255. So every record's mask is: class "
+                       "index, 255 = not counted (at most 255 classes). Missing/undecodable images or masks, RGB "
+                       "masks, masks of another size and mask values the class names do not cover are skipped and "
+                       "reported.")
+    p.add_argument("source", help="VOC folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) or "
+                   "ADEChallengeData2016 folder (images/, annotations/)")
+    p.add_argument("prefix", help="output prefix: writes PREFIX.rec, PREFIX.idx, PREFIX_classes.txt, "
+                   "PREFIX.report.json")
+    p.add_argument("--format", required=True, choices=["voc", "ade20k"], help="dataset layout and mask convention")
+    p.add_argument("--split", default="train", help="VOC: the ids of ImageSets/Segmentation/SPLIT.txt; ADE20K: "
+                   "train or val (folders training/validation) (default: train)")
+    p.add_argument("--classes", help="class names, one a line (line i = class i) (default: SOURCE/classes.txt if "
+                   "present, else VOC's 21 or ADE20K's 150 names)")
+    p.add_argument("--resize", type=int, default=0, help="shorter side in pixels (default 0: keep size); the mask "
+                   "is resized nearest-neighbour (no new values)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
+    p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"], help="record image encoding (the mask "
+                   "is always a lossless PNG)")
+    p.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS, help="decompression-bomb guard")
+    p.add_argument("--num-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="decoding processes (default %(default)d); output is identical for any value")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_pack_segmentation)
+
+
 def _add_check(sub, name, sample_default, help_text):
     p = sub.add_parser(name, parents=[_COMMON], help=help_text,
                        description=help_text + " Exit status 1 if any problem is found.")
@@ -117,6 +150,7 @@ def build_parser():
     _add_make_list(sub)
     _add_pack(sub)
     _add_pack_detection(sub)
+    _add_pack_segmentation(sub)
     _add_check(sub, "inspect", 16, "Summarise a .rec: record count, label histogram, image sizes (decodes a sample).")
     _add_check(sub, "check", None, "Verify a .rec/.idx: framing, headers, labels, every image decodes, .idx offsets.")
     return parser
@@ -154,6 +188,19 @@ def _run_pack_detection(args):
     report = detection.pack_detection(args.source, args.prefix, args.format, root=args.root, split=args.split,
                                       classes_file=args.classes, keep_empty=args.keep_empty, options=options,
                                       num_workers=args.num_workers, progress=not args.no_progress)
+    print("\n".join(report.summary()))
+    print("wrote %s.rec, %s.idx, %s_classes.txt, %s.report.json" % ((args.prefix,) * 4))
+    return 0
+
+
+def _run_pack_segmentation(args):
+    from . import packing, segmentation
+
+    options = packing.PackOptions(resize=args.resize, quality=args.quality, encoding=args.encoding,
+                                  max_pixels=args.max_pixels)
+    report = segmentation.pack_segmentation(args.source, args.prefix, args.format, split=args.split,
+                                            classes_file=args.classes, options=options,
+                                            num_workers=args.num_workers, progress=not args.no_progress)
     print("\n".join(report.summary()))
     print("wrote %s.rec, %s.idx, %s_classes.txt, %s.report.json" % ((args.prefix,) * 4))
     return 0

@@ -94,7 +94,8 @@ def test_the_wheel_is_the_library_with_its_operator_sources_and_data(built):
     assert not [n for n in names if "demo" in n.lower()], "demo code in the wheel"
     assert sources and set(sources) <= set(names), (sources, "C++ sources missing from the wheel")
     for required in ("resnest/__init__.py", "resnest_gluon/__init__.py", "resnest_gluon/predict.py",
-                     "resnest_gluon/data/imagenet_classes.txt", "recordio_tools/__main__.py"):
+                     "resnest_gluon/data/imagenet_classes.txt", "recordio_tools/__main__.py",
+                     "recordio_tools/ade20k_classes.txt"):
         assert required in names, required
 
 

@@ -5,10 +5,16 @@ byte offset, so a broken dataset can be repaired (or re-packed) instead of faili
 framing is read by MXNet itself; only the ``.idx`` text is parsed here, to give line-level errors instead of
 the ``ValueError`` ``MXIndexedRecordIO`` would raise.
 
+Segmentation records (``segmentation_records``: an image and its class mask, detected by their header label
+``[-2, 255]``) have both decoded: an undecodable mask, a mask whose size is not its image's and mask values at or
+above the class count (``--num-classes``, else ``PREFIX_classes.txt``'s) are problems; 255 marks pixels that do not
+count, in every segmentation record whatever dataset it came from.
+
 Limitation: RecordIO has no checksums. Flipped bytes inside a JPEG's entropy-coded data usually still decode
 (into wrong pixels) and cannot be detected; corrupt framing, headers, JPEG markers and truncation can.
 """
 import bisect
+import functools
 import io
 import logging
 import multiprocessing
@@ -27,6 +33,8 @@ from ..exits import plain_reason
 from .record_reader import RecordReader
 from .records import (IR_HEADER, CorruptRecordError, is_detection_label, parse_objects, read_idx_entries,
                       unpack_record)
+from .segmentation_records import (MASK_IGNORE, decode_segmentation_record, is_segmentation_label,
+                                   split_segmentation_payload)
 from .strict_images import load_strict
 
 
@@ -60,6 +68,30 @@ def _decode_for_training(item):
     return result
 
 
+def _decode_segmentation(item):
+    """``(position, record bytes)`` of a segmentation record -> :func:`_decode`'s result for its image (PIL, strict)
+    plus the pixel count of every mask value (256,), or None when the image or the mask cannot be decoded. OpenCV
+    decodes both (as ``SegmentationRecordDataset`` does): undecodable mask, wrong mask size, etc. are errors."""
+    import numpy as np
+
+    position, buf = item
+    try:
+        _, image_bytes, _ = split_segmentation_payload(buf)
+        result = _decode((position, image_bytes))
+        if result[1] is not None:
+            return result + (None,)
+        _, mask = decode_segmentation_record(buf)
+    except CorruptRecordError as e:
+        message = str(e)[2:] if str(e).startswith(": ") else str(e)
+        return position, "cannot decode segmentation record: %s" % message, None, None, None, None
+    return result + (np.bincount(mask.ravel(), minlength=256),)
+
+
+def _dispatch(decode, item):
+    """Segmentation records (``(position, record, True)``) to :func:`_decode_segmentation`, others to ``decode``."""
+    return _decode_segmentation(item[:2]) if len(item) == 3 else decode(item)
+
+
 def _label_values(header):
     label = header.label
     return [float(x) for x in label] if header.flag > 0 else [float(label)]
@@ -72,6 +104,9 @@ class _Scan:
         self.rec_path = rec_path
         self.num_classes = num_classes
         self.detection = detection  # None: decided by the first record's label
+        self.segmentation = False if detection is not None else None  # likewise (--[no-]detection: not segmentation)
+        self.mask_pixels = [0] * 256  # pixels of every stored mask value (class index, 255 not counted)
+        self.masks = 0
         self.boxes_per_image = []
         self.classes = Counter()
         self.detection_classes = num_classes  # class ids in [0, K): --num-classes, else PREFIX_classes.txt's count
@@ -106,6 +141,13 @@ class _Scan:
         self.records_by_position[position] = rec
         if labels and self.detection is None:
             self.detection = header.flag > 0 and is_detection_label(labels)
+            self.segmentation = header.flag > 0 and is_segmentation_label(labels)
+        if self.segmentation:
+            if labels and not (header.flag > 0 and is_segmentation_label(labels)):
+                self.problem("header label %s is not a segmentation label [-2, 255] (as the file's first record's)"
+                             % labels, position, header.id, offset)
+                return None
+            return payload
         if self.detection:
             if labels:
                 self._add_objects(labels, position, rec["id"], offset)
@@ -136,7 +178,7 @@ class _Scan:
                              position, record_id, offset)
 
     def add_decoded(self, result):
-        position, error, size, mode, fmt = result
+        position, error, size, mode, fmt = result[:5]
         rec = self.records_by_position[position]
         if error:
             self.problem(error, position, rec["id"], rec["offset"])
@@ -144,6 +186,21 @@ class _Scan:
             self.sizes.append(size)
             self.modes[mode] += 1
             self.formats[fmt] += 1
+            if len(result) > 5:
+                self._add_mask(result[5], rec)
+
+    def _add_mask(self, counts, rec):
+        self.masks += 1
+        for value, n in enumerate(counts.tolist()):
+            self.mask_pixels[value] += n
+        k = self.detection_classes
+        if k is None:
+            return
+        bad = [(v, n) for v, n in enumerate(counts.tolist()) if n and k <= v < MASK_IGNORE]
+        if bad:
+            self.problem("mask class value(s) %s outside the %d classes [0, %d) (%d pixels; 255 = not counted)"
+                         % (", ".join(str(v) for v, _ in bad), k, k, sum(n for _, n in bad)),
+                         rec["position"], rec["id"], rec["offset"])
 
 
 def _sequential(scan, reader, file_size, decode_all, progress, idx_offsets=()):
@@ -178,7 +235,7 @@ def _sequential(scan, reader, file_size, decode_all, progress, idx_offsets=()):
                 return
             payload = scan.add_record(position, offset, buf)
             if payload is not None and decode_all:
-                yield position, payload
+                yield (position, buf, True) if scan.segmentation else (position, payload)
             position += 1
 
 
@@ -186,7 +243,11 @@ def _sampled(scan, reader, positions):
     for position in positions:
         reader.seek(scan.records_by_position[position]["offset"])
         if scan.records_by_position[position]["labels"]:  # a damaged header was reported by the sequential read
-            yield position, mx.recordio.unpack(reader.read())[1]
+            buf = reader.read()
+            if not scan.segmentation:
+                yield position, mx.recordio.unpack(buf)[1]
+            elif is_segmentation_label(scan.records_by_position[position]["labels"]):
+                yield position, buf, True
 
 
 def _default_signals():
@@ -256,7 +317,7 @@ def check(prefix, sample=None, num_classes=None, seed=0, num_workers=1, progress
     each image too (about twice the time). ``detection``: the labels are im2rec detection labels (None: decided from
     the first record; class names and their count come from ``PREFIX_classes.txt`` when present). Returns the
     summary dict; ``summary["ok"]`` is False on any problem."""
-    decode = _decode_for_training if for_training else _decode
+    decode = functools.partial(_dispatch, _decode_for_training if for_training else _decode)
     if prefix.endswith(".rec"):
         prefix = prefix[:-len(".rec")]
     rec_path, idx_path = prefix + ".rec", idx_path or prefix + ".idx"
@@ -307,6 +368,25 @@ def _detection_summary(scan, class_names):
             "class_names": class_names}
 
 
+def _segmentation_summary(scan, class_names):
+    if not scan.segmentation:
+        return None
+    names = class_names or []
+    counted = sum(scan.mask_pixels) - scan.mask_pixels[MASK_IGNORE]
+    present = [v for v in range(MASK_IGNORE) if scan.mask_pixels[v]]  # values outside the classes: shown by number
+    k = scan.detection_classes
+
+    def name(v):
+        return names[v] if v < len(names) else str(v)
+
+    return {"masks": scan.masks, "pixels": sum(scan.mask_pixels), "ignored_pixels": scan.mask_pixels[MASK_IGNORE],
+            "classes_present": len([v for v in present if k is None or v < k]), "num_classes": k,
+            "class_pixels": {name(v): scan.mask_pixels[v] for v in present},
+            "class_share": {name(v): round(scan.mask_pixels[v] / counted, 6) for v in present},
+            "class_names": class_names,
+            "label_convention": "mask value = class index, 255 = not counted"}
+
+
 def _summary(scan, prefix, idx_path, file_size, seconds, class_names=None):
     widths = [w for w, _ in scan.sizes]
     heights = [h for _, h in scan.sizes]
@@ -331,6 +411,7 @@ def _summary(scan, prefix, idx_path, file_size, seconds, class_names=None):
         "modes": dict(scan.modes),
         "formats": dict(scan.formats),
         "detection": _detection_summary(scan, class_names),
+        "segmentation": _segmentation_summary(scan, class_names),
         "seconds": round(seconds, 3),
     }
 
@@ -366,6 +447,16 @@ def summary_lines(summary, histogram_limit=20):
         hist = list(d["class_histogram"].items())
         shown = hist if histogram_limit is None else hist[:histogram_limit]
         lines[3] = "class histogram: " + ", ".join("%s:%d" % kv for kv in shown) + (
+            " ... (%d more)" % (len(hist) - len(shown)) if len(hist) > len(shown) else "")
+    g = s.get("segmentation")
+    if g:
+        ignored = 100.0 * g["ignored_pixels"] / max(g["pixels"], 1)
+        lines[1] = "segmentation masks: %d decoded, %d classes present%s; %.1f%% of pixels not counted (255)" % (
+            g["masks"], g["classes_present"], "" if g["num_classes"] is None else " of %d" % g["num_classes"],
+            ignored)
+        hist = sorted(g["class_share"].items(), key=lambda kv: -kv[1])
+        shown = hist if histogram_limit is None else hist[:histogram_limit]
+        lines[3] = "class pixel shares: " + ", ".join("%s:%.1f%%" % (k, 100 * v) for k, v in shown) + (
             " ... (%d more)" % (len(hist) - len(shown)) if len(hist) > len(shown) else "")
     lines.extend(describe_problem(b) for b in s["bad"])
     lines.append("OK" if s["ok"] else "FAILED: %d problem(s)" % s["bad_count"])

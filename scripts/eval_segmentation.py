@@ -1,10 +1,13 @@
 """Segmentation accuracy of a trained segmenter on a Pascal VOC or ADE20K folder: pixel accuracy and mean IoU.
 
     python scripts/eval_segmentation.py --data VOCdevkit/VOC2012 --params runs/seg/seg.params
+    python scripts/eval_segmentation.py --data val.rec --params runs/seg/ckpt-0050.params
     horovodrun --gloo -np 2 -H localhost:2 python scripts/eval_segmentation.py --data ADEChallengeData2016 --params p
 
 The model, its classes and its evaluation transform come with ``--params`` (its ``.json``; ``--model`` and
-``--classes`` for a bare file); ``--short`` / ``--max-size`` replace the transform's sizes. ``--data`` is a folder in
+``--classes`` for a bare file); ``--short`` / ``--max-size`` replace the transform's sizes. ``--data`` (or
+``--rec-val``) is segmentation records (``python -m recordio_tools pack-segmentation``: class index per pixel, 255
+not counted, whatever the source's convention) or a folder in
 Pascal VOC's layout (``ImageSets/Segmentation/SPLIT.txt``, ``JPEGImages/``, ``SegmentationClass/``; 255 is not
 counted) or ADE20K's (``images/validation/``, ``annotations/validation/``; 0 is not counted, classes are the mask's
 value - 1), found by itself or named by ``--layout``: see :mod:`resnest_gluon.dense.segmentation_eval`. Every image
@@ -28,7 +31,8 @@ from resnest_gluon.atomic import write_json
 from resnest_gluon.dense.cli import (add_dense_model_arguments, add_device_arguments, add_output_arguments,
                                      device_context, load_runner)
 from resnest_gluon.dense.inference import Segmenter
-from resnest_gluon.dense.segmentation_eval import LAYOUTS, SegmentationFolder, evaluate_segmentation
+from resnest_gluon.dense.segmentation_data import open_segmentation_data
+from resnest_gluon.dense.segmentation_eval import LAYOUTS, evaluate_segmentation
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.exits import ArgumentParser, run_script
 
@@ -37,8 +41,9 @@ REPORT = "segmentation_eval.json"
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="dataset folder (Pascal VOC's VOC2012 or ADE20K's "
-                                                 "ADEChallengeData2016 layout)")
+    p.add_argument("--data", "--rec-val", dest="data", required=True,
+                   help="segmentation records (a .rec of recordio_tools pack-segmentation, its .idx beside it) or a "
+                        "dataset folder (Pascal VOC's VOC2012 or ADE20K's ADEChallengeData2016 layout)")
     p.add_argument("--split", default="val", help="which images (default val: VOC's val.txt, ADE20K's validation)")
     p.add_argument("--layout", choices=sorted(LAYOUTS), help="the folder's layout (default: found from its folders)")
     add_dense_model_arguments(p)
@@ -73,9 +78,9 @@ def run(argv=None):
     args = parse_args(argv)
     dist = Distributed(use_horovod=True if args.horovod else None)
     segmenter = load_runner(Segmenter, args, ctx=device_context(args, dist))
-    data = SegmentationFolder(args.data, split=args.split, layout=args.layout)
+    data = open_segmentation_data(args.data, split=args.split, layout=args.layout)
     result = evaluate_segmentation(segmenter, data, dist, progress=dist.rank == 0)
-    report = {"model": segmenter.info.model, "params": args.params, "data": args.data, "layout": data.layout,
+    report = {"model": segmenter.info.model, "params": args.params, "data": args.data, "layout": getattr(data, "layout", "records"),
               "split": args.split, "data_config": segmenter.config.to_dict(), "world_size": dist.world, **result}
     if dist.rank != 0:
         return report

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from demos.steps import (REPO, DemoError, Steps, check_environment, epoch_echo, last_checkpoint, prepare_out, pyplot,
-                         read_events, render, rows, run, run_demo, run_line)
+from demos.steps import (REPO, DemoError, Steps, check_environment, epoch_echo, find_backbone, last_checkpoint,
+                         prepare_out, pyplot, read_events, render, rows, run, run_demo, run_line)
 
 COMMAND = "python -m demos.detection"  # how the report names this program
 BACKBONE_COMMAND = "python -m demos.classification"  # the demo whose checkpoint --backbone-from finds
@@ -118,39 +118,6 @@ def pack(out, logs, classes_file):
         run(tool + ["check", prefix, "--detection", "--no-progress"], logs, f"check-{split}")
         print(f"{split}: {r['packed']} images, {r['boxes']} boxes -> {prefix}.rec")
     return reports
-
-
-def find_backbone(backbone_from, backbone_params):
-    """The backbone's classification checkpoint: named, or the one a classification demo run (``--backbone-from``,
-    its ``summary.json``) ended with. It must be a whole checkpoint of the detector's backbone."""
-    from resnest_gluon.trained import read_info
-
-    found = {"from": None, "val_top1": None}
-    if backbone_from:
-        path = os.path.join(backbone_from, "summary.json")
-        if not os.path.isfile(path):
-            raise DemoError(f"--backbone-from {backbone_from}: no summary.json (run `make demo` first, or give "
-                            f"--backbone-params)")
-        with open(path) as f:
-            summary = json.load(f)
-        backbone_params = summary["params"]
-        found.update({"from": os.path.abspath(backbone_from), "val_top1": summary.get("val_top1"),
-                      "classes": summary.get("classes"), "quick": summary.get("quick")})
-    if not os.path.isfile(backbone_params):
-        raise DemoError(f"backbone checkpoint {backbone_params} does not exist")
-    try:
-        info = read_info(backbone_params)
-    except ValueError as err:
-        raise DemoError(str(err)) from None
-    if info is None or info.model != BACKBONE:
-        raise DemoError(f"{backbone_params} is not a {BACKBONE} checkpoint of this project "
-                        f"({'no model section' if info is None else info.model}); the demo's settings are measured "
-                        f"for {DETECTOR}")
-    found.update({"params": os.path.abspath(backbone_params), "model": info.model, "num_classes": info.num_classes,
-                  "input_size": info.data_config.input_size})
-    top1 = f", val top-1 {found['val_top1']:.2%}" if found["val_top1"] is not None else ""
-    print(f"backbone: {found['params']} ({info.model}, {info.num_classes} classes{top1})")
-    return found
 
 
 def train_detector(out, s, logs, horovodrun, backbone_params):
@@ -412,7 +379,7 @@ def main(argv=None):
         logs = os.path.join(out, "logs")
         with steps("environment and backbone"):
             env, horovodrun = check_environment()
-            backbone = find_backbone(args.backbone_from, args.backbone_params)
+            backbone = find_backbone(args.backbone_from, args.backbone_params, BACKBONE, DETECTOR)
         with steps("scenes: draw Pascal VOC scenes"):
             scenes = draw_scenes(out, s)
             classes = list(scenes.classes)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = ["DemoError", "Steps", "run", "rank0_line", "epoch_echo", "run_line", "run_demo", "prepare_out",
-           "check_environment", "read_events", "last_checkpoint", "pyplot", "render", "rows", "REPO", "BIN"]
+           "check_environment", "find_backbone", "read_events", "last_checkpoint", "pyplot", "render", "rows", "REPO", "BIN"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)  # the checkout this package sits in: scripts/, benchmarks/ and the demos' out/
@@ -222,6 +222,39 @@ def check_environment():
         print(f"  note: the machine is busy (load {info['loadavg_start'][0]} on {info['cpus']} cores): "
               f"the steps will take longer than usual")
     return info, horovodrun
+
+
+def find_backbone(backbone_from, backbone_params, backbone, model):
+    """The classification checkpoint ``model`` starts from: named, or the one a classification demo run
+    (``--backbone-from``, its ``summary.json``) ended with. It must be a whole checkpoint of ``backbone``."""
+    from resnest_gluon.trained import read_info
+
+    found = {"from": None, "val_top1": None}
+    if backbone_from:
+        path = os.path.join(backbone_from, "summary.json")
+        if not os.path.isfile(path):
+            raise DemoError(f"--backbone-from {backbone_from}: no summary.json (run `make demo` first, or give "
+                            f"--backbone-params)")
+        with open(path) as f:
+            summary = json.load(f)
+        backbone_params = summary["params"]
+        found.update({"from": os.path.abspath(backbone_from), "val_top1": summary.get("val_top1"),
+                      "classes": summary.get("classes"), "quick": summary.get("quick")})
+    if not os.path.isfile(backbone_params):
+        raise DemoError(f"backbone checkpoint {backbone_params} does not exist")
+    try:
+        info = read_info(backbone_params)
+    except ValueError as err:
+        raise DemoError(str(err)) from None
+    if info is None or info.model != backbone:
+        raise DemoError(f"{backbone_params} is not a {backbone} checkpoint of this project "
+                        f"({'no model section' if info is None else info.model}); the demo's settings are measured "
+                        f"for {model}")
+    found.update({"params": os.path.abspath(backbone_params), "model": info.model, "num_classes": info.num_classes,
+                  "input_size": info.data_config.input_size})
+    top1 = f", val top-1 {found['val_top1']:.2%}" if found["val_top1"] is not None else ""
+    print(f"backbone: {found['params']} ({info.model}, {info.num_classes} classes{top1})")
+    return found
 
 
 def read_events(path, event="epoch"):

@@ -143,8 +143,8 @@ def _place(rng, size, slots, propose, min_visible, colour_for=None, tries=PLACEM
     placements. ``propose(rng, label) -> footprint``; label 0 is a decoy (background: it hides, it is not
     protected). A placement is drawn again when it would leave a labelled
     object (itself included) under ``MIN_CORE`` labelled pixels or under ``min_visible`` of its area in the image.
-    ``colour_for(rng, touching)`` (touching: indices of placed objects the new one touches) gives the new object's
-    colour or None to draw the placement again. Returns ``(labels, covers, visible, colours)``."""
+    ``colour_for(rng, touching, colours)`` (touching: indices of placed objects the new one touches; colours: theirs
+    so far) gives the new object's colour, or None to draw the placement again. Returns ``(labels, covers, visible, colours)``."""
     labels, covers, visible, colours = [], [], [], []
     for label in slots:
         label = int(label)

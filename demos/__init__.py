@@ -7,6 +7,8 @@ where they find ``scripts/`` and ``benchmarks/`` to launch (:data:`demos.steps.R
 - :mod:`demos.detection`: ``make demo-detection`` (``python -m demos.detection --backbone-from out/demo ...``)
 - :mod:`demos.shapes`: the shape-classification dataset (``python -m demos.shapes OUT``)
 - :mod:`demos.scenes`: the detection scenes, a Pascal VOC folder (``python -m demos.scenes OUT``)
+- :mod:`demos.segscenes`: segmentation scenes of four families (shapes, textures, colours, small), a Pascal VOC
+  segmentation folder (``python -m demos.segscenes OUT --family textures``)
 - :mod:`demos.steps`: what both demos share (numbered steps running the command-line tools, logs, checks, reports)
 - ``templates/``: the reports, ``string.Template`` Markdown filled from a dict
 """

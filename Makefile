@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env demo demo-detection tour test clean-env
+.PHONY: env demo demo-detection demo-segmentation tour test clean-env
 
 env:
 	bash tools/setup_env.sh all
@@ -20,6 +20,10 @@ out/demo/summary.json:
 demo-detection: out/demo/summary.json
 	bash tools/setup_env.sh main
 	$(PY) -m demos.detection --backbone-from out/demo --out out/demo-detection
+
+demo-segmentation: out/demo/summary.json
+	bash tools/setup_env.sh main
+	$(PY) -m demos.segmentation --backbone-from out/demo --out out/demo-segmentation
 
 tour:
 	bash tools/setup_env.sh main

@@ -4,6 +4,7 @@
     python -m benchmarks.compare        ours (MXNet, ONNX Runtime, OpenVINO) vs GluonCV vs timm, goals checked
     python -m benchmarks.op_profile     time per operator of one model, case and batch size
     python -m benchmarks.dense_speed    our Faster R-CNN / DeepLabV3 vs GluonCV's, with the same weights
+    python -m benchmarks.segmentation_train_speed  our DeepLabV3 training step vs GluonCV's train.py loop
     python -m benchmarks.agreement      top-1 of the low-precision paths against float32 on a validation .rec
     python -m benchmarks.data_throughput  training-input images/s: our pipelines vs the official script's
     python -m benchmarks.small_sets     writes the generated small image sets

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ._paper import REFERENCE  # noqa: E402
 
-COLORS = {"ours": "#1f77b4", "gluoncv": "#ff7f0e", "timm": "#2ca02c",
+COLORS = {"ours": "#1f77b4", "gluoncv": "#ff7f0e", "gluoncv-hybrid": "#fdae6b", "timm": "#2ca02c",
           "ours-mxnet": "#1f77b4", "ours-onnxruntime": "#6baed6", "ours-openvino": "#08306b",
           "timm-onnxruntime": "#98df8a", "timm-openvino": "#00441b"}
 

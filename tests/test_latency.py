@@ -1,5 +1,6 @@
 """benchmarks.latency: the paper's whole table builds and reports a complete JSON + PNG, --compare reports both
-peers, bad arguments fail loudly; plus the pure helpers (percentiles, ratios, order check).
+peers, bad arguments fail loudly; plus the pure helpers (percentiles, ratios, order check), and the dense models'
+benchmarks (dense_speed, segmentation_train_speed) at tiny sizes.
 
 The runs use --threads 1: these tests check what is reported, not speed, and one thread per process stays fast when
 the machine is shared (two OpenMP threads on two busy cores spin at barriers and run several times slower).
@@ -196,3 +197,28 @@ def test_dense_speed_times_ours_beside_gluoncvs_deeplab_with_the_same_weights(tm
     bad = subprocess.run([sys.executable, "-m", "benchmarks.dense_speed", "--det-size", "512", "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--det-size must be HxW" in bad.stderr
+
+
+def test_segmentation_train_speed_times_our_step_beside_gluoncvs_train_loop(tmp_path):
+    """benchmarks.segmentation_train_speed at a tiny crop: the same-logits check passes, our trainer's step and
+    GluonCV's train.py loop (as the script runs it, and hybridized) each train, and the report holds the ratios."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.segmentation_train_speed", "--threads", "1", "--crop",
+                           "48", "--classes", "5", "--iters", "1", "--rounds", "2", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "segmentation_train_speed.json").read_text())
+    (row,) = doc["results"]
+    assert (row["model"], row["batch_size"], row["crop"], row["classes"]) == ("deeplab_resnest50", 2, 48, 5)
+    assert max(row["check"].values()) < 1e-3 and doc["goal_ratio"] == 0.9
+    assert sorted(row["peers"]) == ["gluoncv", "gluoncv-hybrid"]
+    assert [row["peers"][p]["hybridized"] for p in ("gluoncv", "gluoncv-hybrid")] == [False, True]
+    for entry in [row, *row["peers"].values()]:
+        check_stats(entry)
+        assert len(entry["losses"]) == 3 and np.isfinite(entry["losses"]).all()  # 1 warm-up + 2 timed steps
+    for peer in row["peers"].values():
+        assert peer["ours_over_peer"] == pytest.approx(row["img_per_s"] / peer["img_per_s"])
+    assert "ours / side" in proc.stdout and "no (as train.py)" in proc.stdout
+    check_png(tmp_path / "segmentation_train_speed.png")
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.segmentation_train_speed", "--crop", "100", "--out",
+                          str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "multiple of 8" in bad.stderr

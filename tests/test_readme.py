@@ -27,6 +27,7 @@ HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compa
                  "benchmarks/data_throughput.py": "minutes of timing", "benchmarks/op_profile.py": "profiling",
                  "benchmarks/agreement.py": "the demo's trained model (make demo writes it; the demo test runs it)",
                  "benchmarks/dense_speed.py": "minutes of timing",
+                 "benchmarks/segmentation_train_speed.py": "minutes of timing",
                  "scripts/detect.py": "a trained detector (tests/test_dense_inference.py runs it on one)",
                  "scripts/segment.py": "a trained segmenter (tests/test_dense_inference.py runs it on one)",
                  "scripts/train_detection.py": "a detection dataset and minutes per epoch (tests/test_train_detection.py "

@@ -72,6 +72,9 @@ def parse_args(argv=None):
     m.add_argument("--backbone-params", default=None,
                    help="backbone from a classification weights file of this project (a checkpoint or save_trained "
                         "file; its classifier is left out)")
+    m.add_argument("--output-stride", type=int, choices=(8, 16), default=c.output_stride,
+                   help="8: GluonCV's (stages 3-4 dilated); 16: stage 4 dilated, ASPP rates 6/12/18, about half the "
+                        "work (saved with the model)")
     m.add_argument("--aux", action=BOOL, default=c.aux, help="the auxiliary FCN head on stage 3 (training only)")
     m.add_argument("--aux-weight", type=float, default=c.aux_weight, help="the auxiliary loss's weight")
     o = groups["optimisation"]

@@ -32,6 +32,8 @@ HEAVY_SCRIPTS = {"benchmarks/latency.py": "minutes of timing", "benchmarks/compa
                  "scripts/segment.py": "a trained segmenter (tests/test_dense_inference.py runs it on one)",
                  "scripts/train_detection.py": "a detection dataset and minutes per epoch (tests/test_train_detection.py "
                                                "trains on generated scenes)",
+                 "scripts/train_segmentation.py": "a segmentation dataset and minutes per epoch "
+                                                  "(tests/test_train_segmentation.py trains on generated scenes)",
                  "scripts/eval_detection.py": "a trained detector and a detection .rec (tests/test_detection_eval.py "
                                               "runs it on ones)",
                  "scripts/eval_segmentation.py": "a trained segmenter and a labelled folder "

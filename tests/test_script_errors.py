@@ -133,7 +133,7 @@ CASES = [c[0] for c in cases(dict.fromkeys(FILES, ""))]
 def test_every_script_has_a_case():
     names = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(REPO, "scripts")) if n.endswith(".py")}
     covered = {c[1] for c in cases(dict.fromkeys(FILES, ""))}
-    assert names - covered <= {"train_imagenet", "train_detection", "demo", "demo_detection"}
+    assert names - covered <= {"train_imagenet", "train_detection", "train_segmentation", "demo", "demo_detection"}
 
 
 def test_importing_the_scripts_prints_nothing(results):

@@ -1,4 +1,4 @@
-"""The one vocabulary of training flags: both training scripts take the same names for the same settings, and the
+"""The one vocabulary of training flags: the training scripts take the same names for the same settings, and the
 other tools' names (and this project's earlier ones) as aliases, so no command written for either breaks."""
 import pytest
 
@@ -6,6 +6,7 @@ from conftest import load_script
 
 train_imagenet = load_script("train_imagenet")
 train_detection = load_script("train_detection")
+train_segmentation = load_script("train_segmentation")
 
 SHARED = {"--num-workers": "num_workers", "--num-epochs": "num_epochs", "--val-interval": "val_interval",
           "--save-interval": "save_interval", "--batch-size": "batch_size", "--log-interval": "log_interval",
@@ -15,7 +16,8 @@ ALIASES = {"--data-nthreads": "--num-workers", "--num-data-workers": "--num-work
            "--epochs": "--num-epochs", "--eval-frequency": "--val-interval", "--save-frequency": "--save-interval"}
 
 
-@pytest.mark.parametrize("script", [train_imagenet, train_detection], ids=["imagenet", "detection"])
+@pytest.mark.parametrize("script", [train_imagenet, train_detection, train_segmentation],
+                         ids=["imagenet", "detection", "segmentation"])
 def test_one_name_per_setting_and_the_old_names_as_aliases(script):
     base = ["--rec-train", __file__]
     for flag, dest in SHARED.items():
@@ -28,7 +30,8 @@ def test_one_name_per_setting_and_the_old_names_as_aliases(script):
     assert (run.num_workers, run.bad_records.count, run.bad_records.fraction) == (2, 4, 0.01)
 
 
-@pytest.mark.parametrize("script", [train_imagenet, train_detection], ids=["imagenet", "detection"])
+@pytest.mark.parametrize("script", [train_imagenet, train_detection, train_segmentation],
+                         ids=["imagenet", "detection", "segmentation"])
 def test_shared_flags_are_checked_alike(script, capsys):
     for flags in (["--num-epochs", "0"], ["--val-interval", "0"], ["--max-bad-records", "-1"],
                   ["--rec-val", "/no/such.rec"]):

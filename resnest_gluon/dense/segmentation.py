@@ -16,6 +16,8 @@ from .backbone import build_backbone
 
 __all__ = ["DeepLabV3"]
 
+# ASPP's atrous rates per output stride: GluonCV's at 8; at 16 half of them, as in DeepLabV3's paper (Chen et al. 2017)
+ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 _BACKBONE_CHILDREN = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -31,7 +33,8 @@ def _size_free_image_pooling(pooling):
 
 
 class DeepLabV3(nn.HybridBlock):
-    """DeepLabV3 (ASPP rates 12, 24, 36 at output stride 8) on a dilated ResNeSt, as GluonCV's ``deeplab_resnest*``.
+    """DeepLabV3 on a dilated ResNeSt, as GluonCV's ``deeplab_resnest*`` (ASPP rates 12, 24, 36 at output stride 8;
+    6, 12, 18 at 16).
 
     Parameters
     ----------
@@ -41,6 +44,8 @@ class DeepLabV3(nn.HybridBlock):
                               ``SoftmaxCrossEntropyLossWithAux``
     pretrained_base : bool or str   the backbone's ImageNet weights (True) or a classification weights file of
                               this project (a path): see :func:`resnest_gluon.dense.build_backbone`
+    output_stride : int       8 (GluonCV's: stages 3 and 4 dilated) or 16 (stage 4 dilated, ASPP rates 6, 12, 18:
+                              about half the work on CPU; the weights are the same, so either can load the other's)
     norm_layer, norm_kwargs   normalisation everywhere (e.g. ``mx.gluon.contrib.nn.SyncBatchNorm``, ``{"num_devices":
                               n}`` for multi-GPU training, as GluonCV's recipes)
 
@@ -49,18 +54,22 @@ class DeepLabV3(nn.HybridBlock):
     """
 
     def __init__(self, backbone="resnest50", classes=150, aux=True, pretrained_base=False, norm_layer=nn.BatchNorm,
-                 norm_kwargs=None, ctx=mx.cpu(), root=None, **kwargs):
+                 norm_kwargs=None, ctx=mx.cpu(), root=None, output_stride=8, **kwargs):
         super().__init__(**kwargs)
-        from gluoncv.model_zoo.deeplabv3 import _DeepLabHead
+        from gluoncv.model_zoo.deeplabv3 import _ASPP, _DeepLabHead
         from gluoncv.model_zoo.fcn import _FCNHead
 
-    
+        if output_stride not in ASPP_RATES:
+            raise ValueError(f"output_stride must be 8 (GluonCV's) or 16, got {output_stride}")
         self.aux, self.num_classes, self.backbone_name = aux, classes, backbone
         norm = dict(norm_layer=norm_layer, norm_kwargs=norm_kwargs)
         with self.name_scope():
-            self.backbone = build_backbone(backbone, pretrained_base, ctx, root, output_stride=8, out_indices=(3, 4),
-                                           **norm)
+            self.backbone = build_backbone(backbone, pretrained_base, ctx, root, output_stride=output_stride,
+                                           out_indices=(3, 4), **norm)
             self.head = _DeepLabHead(classes, **norm)
+            if output_stride != 8:  # the same layers at the rates of the coarser map (DeepLabV3's paper)
+                with self.head.name_scope():
+                    self.head.aspp = _ASPP(2048, list(ASPP_RATES[output_stride]), **norm)
             _size_free_image_pooling(self.head.aspp.concurent[4])
             self.auxlayer = _FCNHead(1024, classes, **norm) if aux else None
         heads = [self.head] + ([self.auxlayer] if aux else [])

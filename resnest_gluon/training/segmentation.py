@@ -39,7 +39,7 @@ from .trainer import OptimizerSetup, StepResult, Task
 
 __all__ = ["SegmentationConfig", "SegmentationTask", "SegmentationLoss", "SEGMENTATION_SCORES"]
 
-FIXED_ON_RESUME = ("model", "classes", "world", "batch_size", "steps_per_epoch", "crop_size")
+FIXED_ON_RESUME = ("model", "classes", "world", "batch_size", "steps_per_epoch", "crop_size", "output_stride")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class SegmentationConfig:
     blur_p: float = 0.5
     val_short: int = None  # evaluation transform, saved with the model (default: short = max = base_size)
     val_max_size: int = None
+    output_stride: int = 8  # 16: stage 4 dilated only, about half the work (a CPU recipe's choice)
     aux: bool = True
     aux_weight: float = 0.5
     lr: float = 0.005
@@ -112,7 +113,8 @@ def build_segmenter(config, class_names, ctx):
     if dense_task(config.model) != "segmentation":
         raise ValueError(f"--model {config.model}: train_segmentation trains deeplab_<backbone> models")
     base = config.backbone_params or config.pretrained_base
-    net = get_dense_model(config.model, class_names, pretrained_base=base, ctx=ctx, aux=config.aux)
+    net = get_dense_model(config.model, class_names, pretrained_base=base, ctx=ctx, aux=config.aux,
+                          output_stride=config.output_stride)
     net.data_config = DenseDataConfig(config.val_short, config.val_max_size)
     heads = [net.head] + ([net.auxlayer] if net.auxlayer is not None else [])
     for head in heads:
@@ -169,7 +171,7 @@ class SegmentationTask(Task):
     def describe(self, run, dist, steps):
         c = self.config
         return [f"{c.model}: {len(self.class_names)} classes, {len(self.train_data)} training images, base size "
-                f"{c.base_size}, crop {c.crop_size}, scale {c.scale[0]:g}-{c.scale[1]:g}, aux weight "
+                f"{c.base_size}, crop {c.crop_size}, output stride {c.output_stride}, scale {c.scale[0]:g}-{c.scale[1]:g}, aux weight "
                 f"{c.aux_weight if c.aux else 0:g}; evaluation at short {c.val_short} max {c.val_max_size}"]
 
     def optimizer(self, net, run, dist, steps):

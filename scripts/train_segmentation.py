@@ -99,21 +99,7 @@ def parse_args(argv=None):
             p.error(f"--{flag.replace('_', '-')} must be in [0, 1], got {getattr(args, flag)}")
     if args.aux_weight < 0:
         p.error(f"--aux-weight must be >= 0, got {args.aux_weight}")
-    args.model = args.model or _model_of_backbone(p, args.backbone_params)
     return args
-
-
-def _model_of_backbone(parser, path):
-    """``deeplab_<model>`` of a backbone file's information (``deeplab_resnest50`` without one)."""
-    if not path:
-        return "deeplab_resnest50"
-    from resnest_gluon.trained import read_info
-
-    info = read_info(path)
-    if info is None:
-        parser.error(f"--backbone-params {path} has no model information (.json beside it): pass --model "
-                     f"deeplab_<its backbone>")
-    return f"deeplab_{info.model}"
 
 
 def configs(args):

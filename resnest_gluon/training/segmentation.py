@@ -47,7 +47,7 @@ class SegmentationConfig:
     """A segmentation run's own settings (the shared ones are :class:`~.trainer.RunConfig`'s); defaults: GluonCV's
     ADE20K recipe for ``deeplab_resnest*`` (see the module's note on ``lr``)."""
 
-    model: str = "deeplab_resnest50"
+    model: str = None  # default: deeplab_<the model of backbone_params>, else deeplab_resnest50
     classes: str = None  # class-names file (default: PREFIX_classes.txt beside the records, a folder's classes.txt)
     backbone_params: str = None  # a classification weights file of this project
     pretrained_base: bool = False  # the published ImageNet weights of the backbone
@@ -122,6 +122,19 @@ def build_segmenter(config, class_names, ctx):
     return net
 
 
+def model_of_backbone(path):
+    """``deeplab_<model>`` of a backbone file's information (``deeplab_resnest50`` without a file)."""
+    if not path:
+        return "deeplab_resnest50"
+    from ..trained import read_info
+
+    info = read_info(path)
+    if info is None:
+        raise ValueError(f"--backbone-params {path} has no model information (.json beside it): pass --model "
+                         f"deeplab_<its backbone>")
+    return f"deeplab_{info.model}"
+
+
 def _class_names(config, data, flag, path):
     source = config.classes or (classes_file_beside(path) if os.path.isfile(path) else None)
     if source:
@@ -141,6 +154,7 @@ class SegmentationTask(Task):
 
     def __init__(self, config):
         config = dataclasses.replace(config)
+        config.model = config.model or model_of_backbone(config.backbone_params)
         config.scale = tuple(config.scale)
         config.val_short = config.val_short or config.base_size
         config.val_max_size = config.val_max_size or max(config.base_size, config.val_short)

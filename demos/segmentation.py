@@ -17,7 +17,6 @@ scenes with ``scripts/segment.py`` and stop if their pixel accuracy against the 
 write ``report.md`` (``demos/templates/segmentation.md``) with curves and overlays. As the other demos: one line per
 command and per epoch on the terminal, every command's output in OUT/logs/.
 """
-import argparse
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from demos.steps import (REPO, DemoError, Steps, check_environment, epoch_echo, find_backbone, last_checkpoint,
-                         prepare_out, pyplot, read_events, render, rows, run, run_demo, run_line)
+                         parse_demo_args, prepare_out, pyplot, read_events, render, rows, run, run_demo, run_line)
 
 COMMAND = "python -m demos.segmentation"  # how the report names this program
 BACKBONE_COMMAND = "python -m demos.classification"  # the demo whose checkpoint --backbone-from finds
@@ -303,18 +302,7 @@ def write_report(out, s, quick, env, reports, classes, backbone, trained, evalua
 # --------------------------------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/demo-segmentation", help="output folder; deleted first if a demo made it")
-    p.add_argument("--quick", action="store_true", help="every step on a few scenes for a few steps (for the tests)")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--backbone-from", metavar="DEMO_OUT",
-                       help="the output folder of the classification demo (make demo: out/demo): its final checkpoint")
-    where.add_argument("--backbone-params", help=f"a {BACKBONE} classification checkpoint of this project")
-    p.add_argument("--seed", type=int, default=0, help="scenes, sampling and training seed")
-    args = p.parse_args(argv)
-    if args.backbone_params and not os.path.isfile(args.backbone_params):
-        p.error(f"--backbone-params: no such file {args.backbone_params}")
-    return args
+    return parse_demo_args(COMMAND, __doc__.splitlines()[0], "out/demo-segmentation", BACKBONE, argv)
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = ["DemoError", "Steps", "run", "rank0_line", "epoch_echo", "run_line", "run_demo", "prepare_out",
-           "check_environment", "find_backbone", "read_events", "last_checkpoint", "pyplot", "render", "rows", "REPO", "BIN"]
+           "check_environment", "find_backbone", "parse_demo_args", "read_events", "last_checkpoint", "pyplot", "render", "rows", "REPO", "BIN"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)  # the checkout this package sits in: scripts/, benchmarks/ and the demos' out/
@@ -222,6 +222,25 @@ def check_environment():
         print(f"  note: the machine is busy (load {info['loadavg_start'][0]} on {info['cpus']} cores): "
               f"the steps will take longer than usual")
     return info, horovodrun
+
+
+def parse_demo_args(prog, description, out_default, backbone, argv=None):
+    """The flags of a demo that starts from the classification demo's checkpoint: ``--out``, ``--quick``,
+    ``--backbone-from DEMO_OUT`` or ``--backbone-params FILE``, ``--seed``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--out", default=out_default, help="output folder; deleted first if a demo made it")
+    p.add_argument("--quick", action="store_true", help="every step on a few scenes for a few steps (for the tests)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--backbone-from", metavar="DEMO_OUT",
+                       help="the output folder of the classification demo (make demo: out/demo): its final checkpoint")
+    where.add_argument("--backbone-params", help=f"a {backbone} classification checkpoint of this project")
+    p.add_argument("--seed", type=int, default=0, help="scenes, sampling and training seed")
+    args = p.parse_args(argv)
+    if args.backbone_params and not os.path.isfile(args.backbone_params):
+        p.error(f"--backbone-params: no such file {args.backbone_params}")
+    return args
 
 
 def find_backbone(backbone_from, backbone_params, backbone, model):

@@ -54,6 +54,34 @@ def wait_for_step(save_dir, proc, epoch, step, timeout=120):
     raise AssertionError(f"run ended (exit {proc.poll()}) or timed out before epoch {epoch} step {step}")
 
 
+def wait_for_file(path, proc, timeout=180):
+    """Returns once ``path`` exists (a checkpoint written); fails if ``proc`` ended first."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+
+
+def events(save_dir, kind):
+    """The ``kind`` events of a run's metrics.jsonl."""
+    return [r for r in map(json.loads, open(os.path.join(save_dir, "metrics.jsonl"))) if r["event"] == kind]
+
+
+def params_of(path):
+    """A .params file as ``{name: numpy array}``."""
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+def assert_same_run_end(whole, resumed, epoch=2):
+    """A resumed run ended with the uninterrupted one's weights and last epoch loss."""
+    name = f"ckpt-{epoch:04d}.params"
+    a, b = params_of(whole / name), params_of(resumed / name)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert events(resumed, "epoch")[-1]["loss"] == pytest.approx(events(whole, "epoch")[-1]["loss"], rel=1e-5)
+
+
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)

@@ -1,18 +1,15 @@
 """scripts/train_detection.py on generated scenes: two Horovod ranks train and leave a self-describing checkpoint; a
 run killed with SIGKILL, or stopped by SIGTERM at a step, and resumed ends with the weights of an uninterrupted one;
 a NaN stops the run and keeps the last good checkpoint; bad arguments are refused by name."""
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
-import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import start, wait_for_step
+from conftest import assert_same_run_end, events, start, wait_for_file, wait_for_step
 from recordio_tools.detection import pack_detection
 from demos.scenes import make_scenes
 
@@ -52,14 +49,6 @@ def run(cmd, fails=False, timeout=240):
     return proc
 
 
-def events(save_dir, kind):
-    return [r for r in map(json.loads, open(os.path.join(save_dir, "metrics.jsonl"))) if r["event"] == kind]
-
-
-def params(path):
-    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
-
-
 @pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="needs horovodrun next to the interpreter")
 def test_two_ranks_train_and_the_checkpoint_is_all_a_detector_needs(scenes, tmp_path):
     out = tmp_path / "run"
@@ -85,13 +74,6 @@ def test_two_ranks_train_and_the_checkpoint_is_all_a_detector_needs(scenes, tmp_
     assert all(0 <= o["box"][0] <= o["box"][2] <= 128 for o in found)
 
 
-def _wait_for(path, proc, timeout=180):
-    deadline = time.time() + timeout
-    while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-
-
 RESUME_FLAGS = ("--epochs", "2", "--max-steps-per-epoch", "3", "--seed", "4")
 
 
@@ -103,27 +85,19 @@ def uninterrupted(scenes, tmp_path_factory):
     return whole
 
 
-def assert_same_weights(whole, resumed):
-    a, b = params(whole / "ckpt-0002.params"), params(resumed / "ckpt-0002.params")
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-    assert events(resumed, "epoch")[-1]["loss"] == pytest.approx(events(whole, "epoch")[-1]["loss"], rel=1e-5)
-
-
 def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_checkpoint(scenes, uninterrupted,
                                                                                           tmp_path):
     killed = tmp_path / "killed"
     cmd = command(scenes, killed, *RESUME_FLAGS)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
-    _wait_for(killed / "ckpt-0001.json", proc)
+    wait_for_file(killed / "ckpt-0001.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not os.path.exists(killed / "ckpt-0002.json")  # killed inside epoch 2
     run(cmd + ["--resume", str(killed)])
     assert [r["epoch"] for r in events(killed, "resume")] == [1]
-    assert_same_weights(uninterrupted, killed)
+    assert_same_run_end(uninterrupted, killed)
 
     # an absurd learning rate from there: the loss overflows, the run stops (exit 3), the checkpoint stays the latest
     nan = run(command(scenes, killed, "--epochs", "4", "--max-steps-per-epoch", "3", "--resume", str(killed),
@@ -154,7 +128,7 @@ def test_sigterm_stops_at_a_step_with_its_checkpoint_and_resume_ends_like_an_uni
 
     run(cmd + ["--resume", str(cut)])
     assert [(r["epoch"], r["step"]) for r in events(cut, "resume")] == [(1, ckpt["step"])]
-    assert_same_weights(uninterrupted, cut)
+    assert_same_run_end(uninterrupted, cut)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -5,8 +5,6 @@ resumed ends with the weights of an uninterrupted one; a NaN stops the run and k
 damaged record is skipped and named; a full disk stops the run with exit code 4; the not-learning watch speaks this
 task's flags; GluonCV's augmentation is reproduced (masks padded with pixels that do not count); the loss's gradient
 is its own."""
-import io
-import json
 import os
 import random
 import shutil
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import start, wait_for_step
+from conftest import assert_same_run_end, events, start, wait_for_file, wait_for_step
 from demos.segscenes import make_segmentation_scenes
 from recordio_tools.segmentation import pack_segmentation
 
@@ -53,14 +51,6 @@ def run(cmd, fails=False, timeout=300):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "s/step" not in ln and "step/s" not in ln]
     assert (proc.returncode != 0) == fails, "\n".join(lines[-50:])
     return proc
-
-
-def events(save_dir, kind):
-    return [r for r in map(json.loads, open(os.path.join(save_dir, "metrics.jsonl"))) if r["event"] == kind]
-
-
-def params(path):
-    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
 
 
 def load_script(name):
@@ -108,15 +98,6 @@ def test_a_dataset_folder_trains_as_its_records_do(scenes, tmp_path):
     assert [s["loss"] for s in a] == pytest.approx([s["loss"] for s in b], rel=0.03)
 
 
-def _wait_for(path, proc, timeout=180):
-    import time
-
-    deadline = time.time() + timeout
-    while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-
-
 RESUME_FLAGS = ("--num-epochs", "2", "--max-steps-per-epoch", "3", "--seed", "4")
 
 
@@ -127,27 +108,19 @@ def uninterrupted(scenes, tmp_path_factory):
     return whole
 
 
-def assert_same_weights(whole, resumed):
-    a, b = params(whole / "ckpt-0002.params"), params(resumed / "ckpt-0002.params")
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-    assert events(resumed, "epoch")[-1]["loss"] == pytest.approx(events(whole, "epoch")[-1]["loss"], rel=1e-5)
-
-
 def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_checkpoint(scenes, uninterrupted,
                                                                                           tmp_path):
     killed = tmp_path / "killed"
     cmd = command(scenes, killed, *RESUME_FLAGS)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
-    _wait_for(killed / "ckpt-0001.json", proc)
+    wait_for_file(killed / "ckpt-0001.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not os.path.exists(killed / "ckpt-0002.json")
     run(cmd + ["--resume", str(killed)])
     assert [r["epoch"] for r in events(killed, "resume")] == [1]
-    assert_same_weights(uninterrupted, killed)
+    assert_same_run_end(uninterrupted, killed)
 
     nan = run(command(scenes, killed, "--num-epochs", "4", "--max-steps-per-epoch", "3", "--resume", str(killed),
                       "--lr", "1e30"), fails=True)
@@ -172,7 +145,7 @@ def test_sigterm_stops_at_a_step_with_its_checkpoint_and_resume_ends_like_an_uni
     assert Segmenter(ckpt["params"]).names == open(scenes["train"] + "_classes.txt").read().split()
     run(cmd + ["--resume", str(cut)])
     assert [(r["epoch"], r["step"]) for r in events(cut, "resume")] == [(1, ckpt["step"])]
-    assert_same_weights(uninterrupted, cut)
+    assert_same_run_end(uninterrupted, cut)
 
 
 def _damage_one_mask(scenes, tmp_path):

@@ -12,9 +12,7 @@ import numpy as np
 
 from ..data.records import (IR_HEADER, CorruptRecordError, RecordImageDataset, decode_record, default_idx_path,
                             parse_objects, read_frame, read_idx_entries)
-from ..data.sharding import ShardSampler
-from ..data.train import _SeededSampler
-from ..data.workers import close_loader
+from ..data.batches import ShardedBatches
 
 __all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "header_objects", "check_class_ids", "objects_in_pixels"]
 
@@ -118,7 +116,7 @@ class _SeededDetections(DetectionRecordDataset):
         return key, int(self._record.idx[key]), reason
 
 
-class DetectionTrainLoader:
+class DetectionTrainLoader(ShardedBatches):
     """Faster R-CNN training batches from a detection .rec: GluonCV's ``FasterRCNNDefaultTrainTransform`` (random
     short side in ``short``, long side at most ``max_size``, horizontal flip, RPN targets for ``net``'s anchors) and
     ``FasterRCNNTrainBatchify`` (images and targets padded to the batch's largest), over this rank's shard
@@ -145,34 +143,11 @@ class DetectionTrainLoader:
             tuple(short) if isinstance(short, (tuple, list)) else short, max_size, net, mean=config.mean,
             std=config.std, flip_p=flip_p, ashape=net.ashape, multi_stage=True)
         self.dataset = _SeededDetections(rec_path, idx_path, usable, transform)
-        self.sampler = ShardSampler(len(usable), batch_size, rank, world, True, seed, "discard")
-        self.steps, self.batch_size, self.epoch, self._skip = self.sampler.num_batches, batch_size, 0, 0
-        self.loader = mx_data_loader(self.dataset, batch_size, _SeededSampler(self.sampler, seed),
-                                     FasterRCNNTrainBatchify(net, 1), num_workers)
-        self._bad = []
+        self._start(len(usable), batch_size, rank, world, seed, _KeepLastField(FasterRCNNTrainBatchify(net, 1)),
+                    num_workers)
 
-    def __len__(self):
-        return self.steps
-
-    def set_epoch(self, epoch, skip=0):
-        if not 0 <= skip <= self.steps:
-            raise ValueError(f"skip must be in [0, {self.steps}] (batches per epoch), got {skip}")
-        self.epoch = int(epoch)
-        self.sampler.set_epoch(self.epoch, skip=skip * self.batch_size)
-
-    def __iter__(self):
-        for batch in self.loader:
-            *fields, bad = batch
-            self._bad.extend(int(i) for i in np.asarray(bad).reshape(-1) if i >= 0)
-            yield [f[0] if isinstance(f, (list, tuple)) else f for f in fields]
-
-    def take_bad(self):
-        """Record indices of the undecodable records replaced in the batches yielded since the last call."""
-        bad, self._bad = self._bad, []
-        return bad
-
-    def close(self):
-        close_loader(self.loader)
+    def _fields(self, fields):
+        return [f[0] if isinstance(f, (list, tuple)) else f for f in fields]
 
 
 class _KeepLastField:
@@ -184,10 +159,3 @@ class _KeepLastField:
 
     def __call__(self, items):
         return (*self.batchify([item[:-1] for item in items]), [item[-1] for item in items])
-
-
-def mx_data_loader(dataset, batch_size, sampler, batchify, num_workers):
-    import mxnet as mx
-
-    return mx.gluon.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, last_batch="keep",
-                                    batchify_fn=_KeepLastField(batchify), num_workers=num_workers)

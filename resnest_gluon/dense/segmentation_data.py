@@ -14,10 +14,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..data.batches import ShardedBatches
 from ..data.records import CorruptRecordError
-from ..data.sharding import ShardSampler
-from ..data.train import _SeededSampler
-from ..data.workers import close_loader
 
 __all__ = ["SegmentationTrainTransform", "SegmentationTrainLoader", "open_segmentation_data", "MASK_IGNORE"]
 
@@ -134,44 +132,16 @@ def _batchify(items):
     return np.stack(x), np.stack(y), np.array(bad, np.int64)
 
 
-class SegmentationTrainLoader:
+class SegmentationTrainLoader(ShardedBatches):
     """Training batches ``(images (B, 3, crop, crop) float32, labels (B, crop, crop) int32)`` of this rank's shard
     (:class:`~resnest_gluon.data.sharding.ShardSampler`: the same number of full batches on every rank, a new order
     each epoch). ``set_epoch(E, skip=k)`` then iteration yields epoch E's batches from batch k on, the same as an
     uninterrupted epoch's; ``take_bad()`` gives the indices of unreadable items replaced since the last call."""
 
     def __init__(self, data, transform, batch_size=1, rank=0, world=1, seed=0, num_workers=0):
-        import mxnet as mx
-
         self.dataset = _SeededPairs(data, transform)
         self.source_records = len(data)
-        self.sampler = ShardSampler(len(data), batch_size, rank, world, True, seed, "discard")
-        self.steps, self.batch_size, self.epoch = self.sampler.num_batches, batch_size, 0
+        self._start(len(data), batch_size, rank, world, seed, _batchify, num_workers)
         if self.steps < 1:
             raise ValueError(f"{data.name(0)}: {len(data)} images give no full batch of {batch_size} to each of "
                              f"{world} process(es); lower --batch-size")
-        self.loader = mx.gluon.data.DataLoader(self.dataset, batch_size=batch_size,
-                                               sampler=_SeededSampler(self.sampler, seed), last_batch="keep",
-                                               batchify_fn=_batchify, num_workers=num_workers)
-        self._bad = []
-
-    def __len__(self):
-        return self.steps
-
-    def set_epoch(self, epoch, skip=0):
-        if not 0 <= skip <= self.steps:
-            raise ValueError(f"skip must be in [0, {self.steps}] (batches per epoch), got {skip}")
-        self.epoch = int(epoch)
-        self.sampler.set_epoch(self.epoch, skip=skip * self.batch_size)
-
-    def __iter__(self):
-        for x, y, bad in self.loader:
-            self._bad.extend(int(i) for i in np.asarray(bad).reshape(-1) if i >= 0)
-            yield x, y
-
-    def take_bad(self):
-        bad, self._bad = self._bad, []
-        return bad
-
-    def close(self):
-        close_loader(self.loader)

@@ -13,7 +13,7 @@ GPU: see resnest_gluon/training/segmentation.py), heads at 10x, SGD momentum 0.9
     horovodrun -np 64 -H ... python scripts/train_segmentation.py --rec-train ade_train.rec --rec-val ade_val.rec \\
         --model deeplab_resnest50 --pretrained-base --gpus 0 --batch-size 2
     python scripts/train_segmentation.py --recipe small --rec-train seg_train.rec --rec-val seg_val.rec \\
-        --backbone-params out/demo/train/ckpt-0010.params
+        --backbone-params out/demo/train/ckpt-0007.params
 
 Checkpoints (``SAVE_DIR/ckpt-EEEE.params`` + ``.json``) carry the model, class names and evaluation transform:
 ``scripts/segment.py --params`` and ``scripts/eval_segmentation.py --params`` need nothing else. A run killed at any

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from demos.steps import (REPO, DemoError, Steps, check_environment, epoch_echo, find_backbone, last_checkpoint,
-                         parse_demo_args, prepare_out, pyplot, read_events, render, rows, run, run_demo, run_line)
+                         parse_demo_args, prepare_out, pyplot, read_events, render, rows, run, run_demo, run_line,
+                         shell_line)
 
 COMMAND = "python -m demos.detection"  # how the report names this program
 BACKBONE_COMMAND = "python -m demos.classification"  # the demo whose checkpoint --backbone-from finds
@@ -119,19 +120,29 @@ def pack(out, logs, classes_file):
     return reports
 
 
-def train_detector(out, s, logs, horovodrun, backbone_params):
+def model_arg_flags(s):
+    """The ``--model-arg KEY=VALUE`` flags of the detector settings of ``s``."""
+    return [a for arg in s.detector_args for a in ("--model-arg", arg)]
+
+
+def training_command(out, s, horovodrun, backbone_params):
+    """``(argv of the detector's training, its save folder)``: horovodrun x scripts/train_detection.py with ``s``."""
     save_dir = os.path.join(out, "detector")
     rec = os.path.join(out, "data", "rec")
-    model_args = [a for arg in s.detector_args for a in ("--model-arg", arg)]
     cmd = [horovodrun, "--gloo", "-np", str(WORLD), "-H", f"localhost:{WORLD}", sys.executable,
            os.path.join(REPO, "scripts", "train_detection.py"),
            "--rec-train", os.path.join(rec, "train.rec"), "--rec-val", os.path.join(rec, "val.rec"),
-           "--model", DETECTOR, "--backbone-params", backbone_params, *model_args,
+           "--model", DETECTOR, "--backbone-params", backbone_params, *model_arg_flags(s),
            "--short", str(s.short), "--max-size", str(s.short), "--val-short", str(s.short),
            "--val-max-size", str(s.short), "--batch-size", str(s.batch_size), "--num-epochs", str(s.epochs),
            "--max-steps-per-epoch", str(s.steps_per_epoch), "--lr", str(s.lr), "--lr-mode", "cosine",
            "--lr-warmup", str(s.lr_warmup), "--val-interval", str(s.epochs), "--save-interval", str(s.epochs),
            "--seed", str(s.seed), "-j", "1", "--log-interval", "10", "--save-dir", save_dir]
+    return cmd, save_dir
+
+
+def train_detector(out, s, logs, horovodrun, backbone_params):
+    cmd, save_dir = training_command(out, s, horovodrun, backbone_params)
     run(cmd, logs, "train-detector", threads=1, echo=epoch_echo(describe_epoch))
     epochs = read_events(os.path.join(save_dir, "metrics.jsonl"))
     last = epochs[-1] if epochs else {}
@@ -313,7 +324,7 @@ def write_report(out, s, quick, env, scenes, reports, backbone, trained, evaluat
         # detector
         "batch_size": s.batch_size, "epochs": s.epochs, "steps_per_epoch": s.steps_per_epoch,
         "train_images": s.epochs * s.steps_per_epoch * s.batch_size * WORLD, "lr": s.lr, "lr_warmup": s.lr_warmup,
-        "detector_args": " ".join(s.detector_args),
+        "detector_args": shell_line(model_arg_flags(s)),
         "training_time": f"Training took {detector_time:.0f} s. " if detector_time else "",
         "epoch_rows": rows(f"| {e['epoch']} | {e['loss']:.3f} | {e.get('rpn_cls', 0):.3f} | "
                            f"{e.get('rpn_box', 0):.3f} | {e.get('rcnn_cls', 0):.3f} | "

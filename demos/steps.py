@@ -7,11 +7,14 @@ command stops the demo with the tail of its stderr; a check that finds two resul
 
 The demos run the checkout's command-line tools (``scripts/``, ``benchmarks/``) from the repository root, which is
 where this package lives: ``REPO`` is its parent folder. The library (``resnest_gluon``) knows nothing of either.
+Every command a demo prints or records (terminal, logs, report) is :func:`shell_line`'s: it pastes into a POSIX
+shell in the repository root as it ran.
 """
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import string
@@ -23,8 +26,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["DemoError", "Steps", "run", "rank0_line", "epoch_echo", "run_line", "run_demo", "prepare_out",
-           "check_environment", "find_backbone", "parse_demo_args", "read_events", "last_checkpoint", "pyplot", "render", "rows", "REPO", "BIN"]
+__all__ = ["DemoError", "Steps", "run", "shell_line", "rank0_line", "epoch_echo", "run_line", "run_demo",
+           "prepare_out", "check_environment", "find_backbone", "parse_demo_args", "read_events", "last_checkpoint",
+           "pyplot", "render", "rows", "REPO", "BIN"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)  # the checkout this package sits in: scripts/, benchmarks/ and the demos' out/
@@ -93,6 +97,17 @@ def stderr_tail(data, lines=25):
     return "\n".join("    " + line for line in kept[-lines:])
 
 
+def shell_line(cmd):
+    """``cmd`` (an argv list) as one line for a POSIX shell in the repository root: paths inside the checkout made
+    relative to it, each argument quoted where the shell would otherwise read it (:func:`shlex.join`), so
+    ``shlex.split`` of the line gives the arguments back (relative paths aside)."""
+    def shown(arg):
+        arg = str(arg)
+        inside = os.path.isabs(arg) and (arg == REPO or arg.startswith(REPO + os.sep))
+        return os.path.relpath(arg, REPO) if inside else arg
+    return shlex.join(shown(c) for c in cmd)
+
+
 def run(cmd, logs, name, threads=None, echo=None):
     """Runs ``cmd`` from the repo root; its output goes to ``logs/name.{out,err}.log``, the terminal gets the command
     line and what ``echo(line)`` returns for lines of its stdout (e.g. one line per training epoch).
@@ -104,7 +119,7 @@ def run(cmd, logs, name, threads=None, echo=None):
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    shown = " ".join(os.path.relpath(c, REPO) if os.path.isabs(c) and c.startswith(REPO) else c for c in cmd)
+    shown = shell_line(cmd)
     print(f"$ {shown}", flush=True)
     out_path, err_path = (os.path.join(logs, f"{name}.{s}.log") for s in ("out", "err"))
     tail = []
@@ -160,9 +175,11 @@ def epoch_echo(describe):
 
 
 def run_line(command, quick, env):
-    """``(the report's first sentence, load averages at the end)``: when, what, on what machine and how busy."""
+    """``(the report's first sentence, load averages at the end)``: when, what (``command``, the demo's program as
+    a string), on what machine and how busy."""
     load_end = [round(x, 2) for x in os.getloadavg()]
-    return (f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} with `{command}{' --quick' if quick else ''}` on {env['cpus']} "
+    shown = shell_line(command.split() + (["--quick"] if quick else []))
+    return (f"Run {time.strftime('%Y-%m-%d %H:%M:%S')} with `{shown}` on {env['cpus']} "
             f"CPU cores (load average {env['loadavg_start'][0]} at the start, {load_end[0]} at the end; Python "
             f"{env['python']}, MXNet {env['mxnet']}, Horovod {env['horovod']})."), load_end
 

@@ -4,6 +4,7 @@ detect.py, report) on a few scenes for a few steps; and the checks with which it
 each other."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import REPO
 from demos import detection
+from demos.steps import BIN, shell_line
 
 DEMO = [sys.executable, "-m", "demos.detection"]  # run from the repository root, as make demo-detection does
 
@@ -38,6 +40,10 @@ def test_quick_demo_runs_every_step_and_leaves_a_report(quick_detection_demo, qu
     assert "horovodrun --gloo -np 2" in proc.stdout and f"--backbone-params {backbone}" in proc.stdout
     epochs = [line for line in proc.stdout.splitlines() if line.startswith("  epoch ")]
     assert len(epochs) == 1  # one line per epoch, ranks other than 0 silent
+    shown = [line[2:] for line in proc.stdout.splitlines() if line.startswith("$ ") and "train_detection.py" in line]
+    assert len(shown) == 1 and "'train_patterns=(?!.*moving)" in shown[0]
+    assert subprocess.run(["bash", "-n", "-c", "--", shown[0]]).returncode == 0  # it pastes (syntax only, not run)
+    assert (out / "logs" / "train-detector.out.log").read_text().splitlines()[0] == f"$ {shown[0]}"
 
 
 def test_eval_equals_trainings_last_validation_and_detect_uses_the_checkpoints_transform(quick_detection_demo):
@@ -52,6 +58,29 @@ def test_eval_equals_trainings_last_validation_and_detect_uses_the_checkpoints_t
     assert len(detected["results"]) == len(summary["drawn"]["scenes"]) == 3
     report = (out / "report.md").read_text()
     assert f"**VOC07 mAP {evaluated['voc07_map']:.4f}**" in report and "![detections](detections.png)" in report
+
+
+def test_the_training_command_it_prints_pastes_into_a_shell(tmp_path):
+    """The demo prints and logs each command as ``steps.shell_line`` writes it: the detector's training command with
+    the demo's own settings (a --model-arg of regular-expression parentheses, a backbone path with a space) is one
+    line a POSIX shell parses, into the command the demo ran (from the repository root)."""
+    backbone = str(tmp_path / "my backbone" / "ckpt-0008.params")
+    cmd, _ = detection.training_command(os.path.join(REPO, "out", "demo-detection"), detection.Settings(),
+                                        os.path.join(BIN, "horovodrun"), backbone)
+    line = shell_line(cmd)
+
+    def parses(text):  # bash -n: syntax only, nothing runs
+        return subprocess.run(["bash", "-n", "-c", "--", text], capture_output=True).returncode == 0
+
+    assert parses(line) and not parses(" ".join(cmd))  # the space-joined line of before was a syntax error
+    argv = shlex.split(line)
+    assert [os.path.join(REPO, a) if os.path.isabs(c) else a for a, c in zip(argv, cmd)] == cmd
+    assert argv[argv.index("--backbone-params") + 1] == backbone and "scripts/train_detection.py" in argv
+    assert f"train_patterns={detection.DETECTOR_ARGS[-1].split('=', 1)[1]}" in argv
+
+    flags = shell_line(detection.model_arg_flags(detection.Settings()))  # the report's detector settings
+    assert parses(flags) and shlex.split(flags) == [a for arg in detection.DETECTOR_ARGS
+                                                    for a in ("--model-arg", arg)]
 
 
 def test_the_checks_refuse_contradicting_results():

@@ -1,5 +1,5 @@
 """resnest_gluon.training.health: the signs of a run that is not learning, on loss and accuracy sequences."""
-from resnest_gluon.training.health import LearningWatch
+from resnest_gluon.training.health import ZERO_SCORE, LearningWatch
 
 
 def kinds(watch, epochs):
@@ -36,3 +36,30 @@ def test_chance_takes_the_number_of_validation_images_into_account():
     few, many = (LearningWatch(num_classes=2, warmup_epochs=0, num_epochs=5, effective_lr=0.1) for _ in range(2))
     assert [f.kind for f in few.update(1, 0.6, 0.62, 20)] == ["val_chance"]  # 62% of 20 images: luck
     assert many.update(1, 0.6, 0.62, 2000) == []  # 62% of 2000: learning
+
+
+def test_a_score_without_a_chance_level_is_caught_at_zero_after_warm_up_only():
+    # detection: validation VOC07 mAP has no chance level; zero is what a detector that learned nothing scores
+    from resnest_gluon.training.detection import DetectionConfig, DetectionTask
+    from resnest_gluon.training.optim import learning_rate
+    from resnest_gluon.training.trainer import RunConfig
+
+    task = DetectionTask(DetectionConfig())
+    task.warmup_epochs = 1  # as optimizer() sets it from --lr-warmup
+    assert task.watch_values({"loss": 1.0, "val_voc07_map": 0.0, "val_coco_map": 0.0, "val_images": 4}) == (0.0, 4)
+
+    def watch():
+        return task.learning_watch(RunConfig("x.rec", num_epochs=20), learning_rate(0.01, 2, 1, 8))
+
+    zero = watch()
+    found = kinds(zero, [(2.0, 0.0, 4), (1.8, 0.0, 4), (1.6, 0.0, 4)])
+    assert found == {1: [], 2: ["val_zero"], 3: []}  # not during warm-up; then once
+    message = zero.findings[0].message
+    assert "not learning at epoch 2: validation VOC07 mAP 0 is zero over 4 images" in message
+    assert "--lr" in message and "python -m recordio_tools check PREFIX" in message
+    assert [f.kind for f in watch().update(2, 1.0, ZERO_SCORE / 2, 120)] == ["val_zero"]  # within the epsilon
+    assert watch().update(2, 1.0, 0.3, 4) == []  # learning
+    assert watch().update(2, 1.0, 0.014, 120) == []  # learning a little (400 images from scratch): not zero
+    assert watch().update(2, 1.0, None, None) == []  # no validation this epoch
+    unwatched = LearningWatch(num_classes=None, warmup_epochs=0, num_epochs=20, effective_lr=0.01)
+    assert unwatched.update(1, 1.0, 0.0, 4) == []  # no named score (segmentation): its validation is not watched

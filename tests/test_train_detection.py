@@ -1,10 +1,14 @@
 """scripts/train_detection.py on generated scenes: two Horovod ranks train and leave a self-describing checkpoint; a
 run killed with SIGKILL, or stopped by SIGTERM at a step, and resumed ends with the weights of an uninterrupted one;
-a NaN stops the run and keeps the last good checkpoint; bad arguments are refused by name."""
+a NaN stops the run and keeps the last good checkpoint; a validation mAP of zero is called out (and can stop the run);
+bad arguments are refused by name."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
+
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -129,6 +133,40 @@ def test_sigterm_stops_at_a_step_with_its_checkpoint_and_resume_ends_like_an_uni
     run(cmd + ["--resume", str(cut)])
     assert [(r["epoch"], r["step"]) for r in events(cut, "resume")] == [(1, ckpt["step"])]
     assert_same_run_end(uninterrupted, cut)
+
+
+@pytest.fixture(scope="module")
+def misplaced_val(scenes, tmp_path_factory):
+    """The validation scenes with every object's box moved to a 3x3-pixel corner of its image: records whose boxes
+    do not match the images, which no detection overlaps by IoU 0.5 (VOC07 mAP exactly 0)."""
+    voc = str(tmp_path_factory.mktemp("misplaced") / "voc")
+    shutil.copytree(os.path.join(os.path.dirname(scenes["val"]), "voc"), voc)
+    for image_id in open(os.path.join(voc, "ImageSets", "Main", "val.txt")).read().split():
+        path = os.path.join(voc, "Annotations", image_id + ".xml")
+        tree = ET.parse(path)
+        for obj in tree.getroot().iter("object"):
+            obj.find("difficult").text = "0"
+            for tag, value in (("xmin", 1), ("ymin", 1), ("xmax", 3), ("ymax", 3)):  # VOC's 1-based corners
+                obj.find("bndbox").find(tag).text = str(value)
+        tree.write(path)
+    prefix = os.path.join(os.path.dirname(voc), "val")
+    pack_detection(voc, prefix, "voc", split="val", classes_file=os.path.join(voc, "classes.txt"), progress=False)
+    return prefix
+
+
+def test_a_validation_map_of_zero_is_called_out_and_can_stop_the_run(scenes, misplaced_val, tmp_path):
+    """After warm-up (none here), validation VOC07 mAP at zero is detection's sign of not learning: a warning line
+    with this task's likely causes, a metrics.jsonl event, and with --stop-if-not-learning exit 6 after the epoch's
+    checkpoint (the run asked for 2 epochs)."""
+    out = tmp_path / "run"
+    proc = run(command(scenes, out, "--epochs", "2", "--max-steps-per-epoch", "1", "--lr-warmup", "0", "--rec-val",
+                       misplaced_val + ".rec", "--stop-if-not-learning"), fails=True)
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    assert "warning: not learning at epoch 1: validation VOC07 mAP 0 is zero over 4 images" in proc.stdout
+    assert "python -m recordio_tools check PREFIX" in proc.stdout and "--stop-if-not-learning" in proc.stderr
+    assert [(w["kind"], w["epoch"]) for w in events(out, "warning")] == [("val_zero", 1)]
+    assert [(e["epoch"], e["val_voc07_map"], e["val_images"]) for e in events(out, "epoch")] == [(1, 0.0, 4)]
+    assert os.path.exists(out / "ckpt-0001.json") and not os.path.exists(out / "ckpt-0002.json")
 
 
 @pytest.mark.parametrize("flags, message", [

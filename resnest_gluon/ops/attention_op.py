@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def build(path):
         cmd = [_compiler(), *CXXFLAGS, "-I", include, SOURCE, lib_api, "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode:
-            raise RuntimeError(f"compiling {SOURCE} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"compiling {SOURCE} failed ({shlex.join(cmd)}):\n{done.stderr[-2000:]}")
     return path
 
 

@@ -201,7 +201,8 @@ class DetectionTask(Task):
         net.hybridize(static_alloc=True)  # images differ in size: no static shapes
 
     def learning_watch(self, run, lr):
-        return LearningWatch(None, self.warmup_epochs, run.num_epochs, lr.effective, causes=_CAUSES)
+        return LearningWatch(None, self.warmup_epochs, run.num_epochs, lr.effective, causes=_CAUSES,
+                             score="VOC07 mAP")
 
     def train_step(self, net, batch, ctx, epoch):
         batch = [b.as_in_context(ctx) for b in batch]
@@ -225,6 +226,11 @@ class DetectionTask(Task):
         result = found.result.to_dict()
         scores = {f"val_{k}": result[k] for k in ("voc07_map", "voc_map", "coco_map", "coco_map50")
                   if result.get(k) is not None}
+        scores["val_images"] = result["images"]
         if found.skipped and dist.is_root:
             print(f"validation skipped {len(found.skipped)} damaged record(s): {found.skipped[0][1]}", flush=True)
         return scores
+
+    def watch_values(self, stats):
+        """VOC07 mAP (the demo's and ``eval_detection.py``'s headline) for the not-learning watch's zero check."""
+        return stats.get("val_voc07_map"), stats.get("val_images")

@@ -194,7 +194,8 @@ class Task:
         return {}
 
     def watch_values(self, stats):
-        """``(validation score, images)`` for the not-learning watch's chance check, or ``(None, None)``."""
+        """``(validation score, images)`` for the not-learning watch (at chance, or at zero: :mod:`.health`), or
+        ``(None, None)``."""
         return None, None
 
     def close(self, data):

@@ -75,13 +75,22 @@ def parse_args(argv=None):
     m.add_argument("--output-stride", type=int, choices=(8, 16), default=c.output_stride,
                    help="8: GluonCV's (stages 3-4 dilated); 16: stage 4 dilated, ASPP rates 6/12/18, about half the "
                         "work (saved with the model)")
+    m.add_argument("--decoder", action=BOOL, default=c.decoder,
+                   help="DeepLabV3+'s decoder on stage 1's features (stride 4): sharper outlines, small objects "
+                        "(saved with the model)")
     m.add_argument("--aux", action=BOOL, default=c.aux, help="the auxiliary FCN head on stage 3 (training only)")
     m.add_argument("--aux-weight", type=float, default=c.aux_weight, help="the auxiliary loss's weight")
+    m.add_argument("--head-dropout", action=BOOL, default=c.head_dropout,
+                   help="GluonCV's dropout in the heads (0.5 after ASPP, 0.1 before the classifier)")
     o = groups["optimisation"]
     o.add_argument("--lr-power", type=float, default=c.lr_power, help="poly mode: power")
     o.add_argument("--warmup-epochs", type=float, default=c.warmup_epochs, help="linear warm-up from 0")
     o.add_argument("--head-lr-mult", type=float, default=c.head_lr_mult,
                    help="the heads' learning rate as a multiple of the backbone's")
+    o.add_argument("--class-weight-power", type=float, default=c.class_weight_power,
+                   help="weigh each class's pixels in the loss by (commonest class's pixels / its pixels) ** POWER, "
+                        "counted on up to 1000 training masks (0: unweighted, GluonCV's; 0.5: inverse square root of "
+                        "the frequency, at most 10x)")
     recipe = recipe_in(argv, SEGMENTATION_RECIPES, DEFAULT_SEGMENTATION_RECIPE)
     args = apply_recipe(p, recipe, argv)
     check_training_arguments(p, args, folders=True)

@@ -66,6 +66,36 @@ def test_deeplab_on_every_backbone_with_named_classes_and_heads_at_10x():
         get_model("deeplab_resnest50", pretrained=True, classes=150)
 
 
+def test_deeplab_decoder_is_gluoncvs_deeplabv3_plus_head_at_any_size(tmp_path):
+    """``decoder=True`` (DeepLabV3+): GluonCV's own head class on stage 1 and 4 features; at the size GluonCV builds
+    it for, the same numbers as GluonCV's; hybridized, any size; a saved model rebuilds it from its file alone."""
+    from gluoncv.model_zoo.deeplabv3_plus import _DeepLabHead as GluonCVPlusHead
+
+    from resnest_gluon.trained import load_trained, save_trained
+
+    net = randomize(get_model("deeplab_resnest14", classes=4, decoder=True, output_stride=16), seed=5)
+    x = mx.nd.random.uniform(-2, 2, shape=(1, 3, 64, 64))
+    c1, _, c4 = net.backbone(x)
+    assert c1.shape == (1, 256, 16, 16) and c4.shape == (1, 2048, 4, 4)
+    ref = GluonCVPlusHead(4, c1_channels=256, height=16, width=16)
+    with ref.name_scope():  # output stride 16: the ASPP rates of the coarser map, as ours
+        ref.aspp = __import__("gluoncv").model_zoo.deeplabv3_plus._ASPP(2048, [6, 12, 18], mx.gluon.nn.BatchNorm,
+                                                                        None, height=4, width=4)
+    path = str(tmp_path / "head.params")
+    net.head.save_parameters(path)
+    ref.load_parameters(path)
+    expected = ref(c4, c1)
+    assert expected.asnumpy().std() > 1e-2
+    np.testing.assert_allclose(net.head(c4, c1).asnumpy(), expected.asnumpy(), rtol=0, atol=1e-4)
+    net.hybridize(static_alloc=True)
+    out, aux = net(mx.nd.ones((2, 3, 40, 72)))
+    assert out.shape == aux.shape == (2, 4, 40, 72)
+    save_trained(net, str(tmp_path / "seg.params"))
+    again = load_trained(str(tmp_path / "seg.params"))
+    assert again.decoder and again.backbone.output_stride == 16
+    np.testing.assert_allclose(again.predict(x).asnumpy(), net.predict(x).asnumpy(), rtol=0, atol=1e-5)
+
+
 def test_importing_the_package_does_not_import_gluoncv():
     proc = run_python("import sys, resnest_gluon, resnest_gluon.dense; print('gluoncv' in sys.modules)")
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]

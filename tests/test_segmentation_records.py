@@ -183,6 +183,7 @@ def test_voc_masks_read_back_identical_and_bad_pairs_named(voc, voc_packed):
     assert labels.dtype == np.int64 and IGNORE == -1
     assert np.array_equal(labels == -1, masks["a"] == 255) and np.array_equal(labels[labels >= 0],
                                                                              masks["a"][masks["a"] != 255])
+    assert np.array_equal(ds.labels(0), labels)  # the mask alone, for class statistics
     assert ds.name(0) == ds.where(0) and "record #0" in ds.name(0)
 
 

@@ -288,3 +288,51 @@ def test_the_loss_is_the_mean_over_counted_pixels_and_its_gradient_its_own():
     counted = lab >= 0
     picked = np.take_along_axis(logp, np.maximum(lab, 0)[:, None], 1)[:, 0]
     np.testing.assert_allclose(main_loss.asnumpy(), -(picked * counted).sum((1, 2)) / counted.sum((1, 2)), rtol=1e-5)
+
+
+def test_class_weights_come_from_the_training_masks_and_weigh_the_loss():
+    from resnest_gluon.dense.segmentation_data import balanced_class_weights
+    from resnest_gluon.training.segmentation import SegmentationLoss
+
+    np.testing.assert_allclose(balanced_class_weights([100, 25, 0, 1], 0.5), [1, 2, 1, 10])  # 10: the cap
+    np.testing.assert_allclose(balanced_class_weights([100, 25, 0, 1], 0), [1, 1, 1, 1])
+    rng = np.random.default_rng(2)
+    logits = mx.nd.array(rng.normal(size=(2, 4, 5, 6)))
+    labels = mx.nd.array(rng.integers(-1, 4, (2, 5, 6)))
+    plain = SegmentationLoss(0)(logits, labels)[0].asnumpy()
+    np.testing.assert_allclose(SegmentationLoss(0, [2, 2, 2, 2])(logits, labels)[0].asnumpy(), plain, rtol=1e-5)
+    weights = np.array([1.0, 3.0, 1.0, 0.5])
+    lab = labels.asnumpy().astype(int)
+    w = np.where(lab >= 0, weights[np.maximum(lab, 0)], 0)
+    picked = np.take_along_axis(mx.nd.log_softmax(logits, axis=1).asnumpy(), np.maximum(lab, 0)[:, None], 1)[:, 0]
+    np.testing.assert_allclose(SegmentationLoss(0, weights)(logits, labels)[0].asnumpy(),
+                               -(picked * w).sum((1, 2)) / w.sum((1, 2)), rtol=1e-5)
+
+
+def test_class_pixel_counts_read_the_masks_only(scenes):
+    from resnest_gluon.dense.segmentation_data import class_pixel_counts, open_segmentation_data
+
+    data = open_segmentation_data(scenes["train"] + ".rec")
+    expected = np.zeros(6, np.int64)
+    for i in range(len(data)):
+        labels = data.load(i)[1]
+        expected += np.bincount(labels[labels >= 0], minlength=6)
+    pixels, read, skipped = class_pixel_counts(data, 6)
+    assert (read, skipped) == (len(data), 0) and expected[1:].sum() > 0
+    np.testing.assert_array_equal(pixels, expected)
+    with pytest.raises(ValueError, match="record #.*class 5 in the mask, but there are 3 class names"):
+        class_pixel_counts(data, 3)
+
+
+def test_head_dropout_off_makes_training_passes_repeat():
+    from resnest_gluon.training.segmentation import SegmentationConfig, build_segmenter
+
+    x = mx.nd.random.uniform(shape=(2, 3, 48, 48))
+    outputs = {}
+    for dropout in (True, False):
+        net = build_segmenter(SegmentationConfig(model="deeplab_resnest14", head_dropout=dropout, decoder=True),
+                              ["a", "b", "c"], mx.cpu())
+        with mx.autograd.record():
+            outputs[dropout] = [net(x)[0].asnumpy() for _ in range(2)]
+    assert not np.allclose(*outputs[True])  # GluonCV's heads drop at random
+    np.testing.assert_allclose(*outputs[False], rtol=1e-5, atol=1e-6)

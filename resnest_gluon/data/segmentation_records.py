@@ -125,6 +125,19 @@ class SegmentationRecordDataset(RecordImageDataset):
         labels[mask == MASK_IGNORE] = IGNORE
         return image, labels
 
+    def labels(self, i):
+        """The labels of :meth:`load` without decoding the image (class statistics); ``CorruptRecordError`` naming
+        the record when its mask cannot be read."""
+        payload, where = self.payload(i)
+        _, _, mask_bytes = split_segmentation_payload(payload, where)
+        mask = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_UNCHANGED) \
+            if mask_bytes.startswith(_PNG) else None
+        if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
+            raise CorruptRecordError(f"{where}: no readable mask of class indices")
+        labels = mask.astype(np.int64)
+        labels[mask == MASK_IGNORE] = IGNORE
+        return labels
+
     def name(self, i):
         """Record ``i`` named for messages (:meth:`~.records.RecordImageDataset.where`)."""
         return self.where(i)

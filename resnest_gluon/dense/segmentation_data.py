@@ -17,14 +17,15 @@ from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..data.batches import ShardedBatches
 from ..data.records import CorruptRecordError
 
-__all__ = ["SegmentationTrainTransform", "SegmentationTrainLoader", "open_segmentation_data", "MASK_IGNORE"]
+__all__ = ["SegmentationTrainTransform", "SegmentationTrainLoader", "open_segmentation_data", "MASK_IGNORE",
+           "class_pixel_counts", "balanced_class_weights"]
 
 MASK_IGNORE = 255  # the uint8 value of pixels that do not count while a mask is resized and padded
 
 
 def open_segmentation_data(path, idx_path=None, split="train", layout=None):
     """The labelled images at ``path``: segmentation records (a ``.rec``, its ``.idx`` beside it or ``idx_path``) or
-    a Pascal VOC / ADE20K folder (its ``split``). Both have ``len``, ``load(i)``, ``name(i)`` and ``class_names``
+    a Pascal VOC / ADE20K folder (its ``split``). Both have ``len``, ``load(i)``, ``labels(i)``, ``name(i)`` and ``class_names``
     (None when the data do not name their classes)."""
     if os.path.isdir(path):
         from .segmentation_eval import SegmentationFolder
@@ -145,3 +146,37 @@ class SegmentationTrainLoader(ShardedBatches):
         if self.steps < 1:
             raise ValueError(f"{data.name(0)}: {len(data)} images give no full batch of {batch_size} to each of "
                              f"{world} process(es); lower --batch-size")
+
+
+def class_pixel_counts(dataset, num_classes, limit=1000):
+    """``(pixels of each class (num_classes,) int64, masks read, masks skipped)`` over up to ``limit`` masks spread
+    evenly over ``dataset`` (its ``labels(i)``: the masks only). Unreadable masks are skipped and counted; a class
+    index beyond ``num_classes`` is a ``ValueError`` naming the item."""
+    count = len(dataset)
+    picks = sorted({int(i) for i in np.linspace(0, count - 1, min(count, limit))}) if count else []
+    pixels, skipped = np.zeros(num_classes, np.int64), 0
+    for i in picks:
+        try:
+            labels = dataset.labels(i)
+        except (CorruptRecordError, ValueError, OSError):
+            skipped += 1
+            continue
+        counted = labels[labels >= 0]
+        if counted.size and counted.max() >= num_classes:
+            raise ValueError(f"{dataset.name(i)}: class {int(counted.max())} in the mask, but there are "
+                             f"{num_classes} class names")
+        pixels += np.bincount(counted, minlength=num_classes)
+    return pixels, len(picks) - skipped, skipped
+
+
+def balanced_class_weights(pixels, power=0.5, most=10.0):
+    """Loss weight of each class: ``(pixels of the commonest class / its pixels) ** power``, at most ``most`` (1 for
+    the commonest; classes without pixels get 1, nothing to weigh). ``power`` 0: every class 1 (unweighted); 0.5:
+    inverse square root of the frequency, so rare classes (what mIoU counts as much as the background) pull harder
+    early in a short run without drowning the common ones."""
+    pixels = np.asarray(pixels, np.float64)
+    weights = np.ones(len(pixels))
+    present = pixels > 0
+    if power and present.any():
+        weights[present] = np.minimum((pixels.max() / pixels[present]) ** power, most)
+    return weights

@@ -28,7 +28,8 @@ from ..config import DenseDataConfig
 from ..data.preflight import preflight
 from ..dense import dense_task, get_dense_model
 from ..dense.inference import Segmenter
-from ..dense.segmentation_data import SegmentationTrainLoader, SegmentationTrainTransform, open_segmentation_data
+from ..dense.segmentation_data import (SegmentationTrainLoader, SegmentationTrainTransform, balanced_class_weights,
+                                      class_pixel_counts, open_segmentation_data)
 from ..dense.segmentation_eval import evaluate_segmentation
 from ..trained import info_of, load_class_names
 from .classification import classes_file_beside
@@ -39,7 +40,8 @@ from .trainer import OptimizerSetup, StepResult, Task
 
 __all__ = ["SegmentationConfig", "SegmentationTask", "SegmentationLoss", "SEGMENTATION_SCORES"]
 
-FIXED_ON_RESUME = ("model", "classes", "world", "batch_size", "steps_per_epoch", "crop_size", "output_stride")
+FIXED_ON_RESUME = ("model", "classes", "world", "batch_size", "steps_per_epoch", "crop_size", "output_stride",
+                   "decoder")
 
 
 @dataclass
@@ -60,8 +62,11 @@ class SegmentationConfig:
     val_short: int = None  # evaluation transform, saved with the model (default: short = max = base_size)
     val_max_size: int = None
     output_stride: int = 8  # 16: stage 4 dilated only, about half the work (a CPU recipe's choice)
+    decoder: bool = False  # DeepLabV3+'s decoder on stage 1 (stride 4)
     aux: bool = True
     aux_weight: float = 0.5
+    head_dropout: bool = True  # GluonCV's heads' dropout (0.5 after ASPP, 0.1 before the classifier); training only
+    class_weight_power: float = 0.0  # loss weights (commonest class's pixels / the class's) ** this; 0: unweighted
     lr: float = 0.005
     lr_reference_batch: int = 16
     lr_mode: str = "poly"
@@ -77,17 +82,21 @@ class SegmentationConfig:
 
 class SegmentationLoss:
     """Per image: the mean softmax cross-entropy over the pixels that count (label >= 0), plus ``aux_weight`` x the
-    auxiliary head's. Its gradient is its own (unlike GluonCV's ``MixSoftmaxCrossEntropyLoss``: module note)."""
+    auxiliary head's. Its gradient is its own (unlike GluonCV's ``MixSoftmaxCrossEntropyLoss``: module note). With
+    ``class_weights`` (one per class) the mean is weighted by each pixel's class."""
 
-    def __init__(self, aux_weight=0.5):
+    def __init__(self, aux_weight=0.5, class_weights=None):
         self.aux_weight = aux_weight
+        self.class_weights = None if class_weights is None else mx.nd.array(class_weights)
 
-    @staticmethod
-    def cross_entropy(logits, labels):
+    def cross_entropy(self, logits, labels):
         """(B,) mean cross-entropy of ``logits`` (B, C, H, W) over each image's counted pixels of ``labels``."""
         counted = labels >= 0
-        picked = mx.nd.pick(mx.nd.log_softmax(logits, axis=1), mx.nd.maximum(labels, 0), axis=1)
-        return -(picked * counted).sum(axis=(1, 2)) / mx.nd.maximum(counted.sum(axis=(1, 2)), 1)
+        known = mx.nd.maximum(labels, 0)
+        if self.class_weights is not None:
+            counted = counted * mx.nd.take(self.class_weights.as_in_context(logits.context), known)
+        picked = mx.nd.pick(mx.nd.log_softmax(logits, axis=1), known, axis=1)
+        return -(picked * counted).sum(axis=(1, 2)) / mx.nd.maximum(counted.sum(axis=(1, 2)), 1e-12)
 
     def __call__(self, outputs, labels):
         """``(per-image loss (B,), main loss (B,), main logits)`` of the network's ``outputs`` (logits, or logits
@@ -114,12 +123,22 @@ def build_segmenter(config, class_names, ctx):
         raise ValueError(f"--model {config.model}: train_segmentation trains deeplab_<backbone> models")
     base = config.backbone_params or config.pretrained_base
     net = get_dense_model(config.model, class_names, pretrained_base=base, ctx=ctx, aux=config.aux,
-                          output_stride=config.output_stride)
+                          output_stride=config.output_stride, decoder=config.decoder)
     net.data_config = DenseDataConfig(config.val_short, config.val_max_size)
     heads = [net.head] + ([net.auxlayer] if net.auxlayer is not None else [])
     for head in heads:
         head.collect_params().setattr("lr_mult", config.head_lr_mult)
+        if not config.head_dropout:
+            _without_dropout(head)
     return net
+
+
+def _without_dropout(block):
+    """Turns off every Dropout layer under ``block`` (Gluon's Dropout is an identity at rate 0)."""
+    for child in block._children.values():
+        if isinstance(child, mx.gluon.nn.Dropout):
+            child._rate = 0.0
+        _without_dropout(child)
 
 
 def model_of_backbone(path):
@@ -177,15 +196,29 @@ class SegmentationTask(Task):
 
     def build_data(self, run, dist):
         c = self.config
-        self.loss = SegmentationLoss(c.aux_weight if c.aux else 0.0)
+        self.loss = SegmentationLoss(c.aux_weight if c.aux else 0.0, self._class_weights(dist))
         transform = SegmentationTrainTransform(c.base_size, c.crop_size, c.scale, c.flip_p, c.blur_p)
         return SegmentationTrainLoader(self.train_data, transform, run.batch_size, dist.rank, dist.world, run.seed,
                                        run.num_workers)
 
+    def _class_weights(self, dist):
+        """The loss's class weights from the training masks' pixel counts (``class_weight_power``), or None."""
+        power = self.config.class_weight_power
+        if not power:
+            return None
+        pixels, read, skipped = class_pixel_counts(self.train_data, len(self.class_names))
+        weights = balanced_class_weights(pixels, power)
+        self.class_weights = [round(float(w), 4) for w in weights]
+        if dist.is_root:
+            shown = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weights))
+            print(f"class weights (pixel counts of {read} training masks{f', {skipped} unreadable' if skipped else ''}"
+                  f", power {power:g}): {shown}")
+        return weights
+
     def describe(self, run, dist, steps):
         c = self.config
         return [f"{c.model}: {len(self.class_names)} classes, {len(self.train_data)} training images, base size "
-                f"{c.base_size}, crop {c.crop_size}, output stride {c.output_stride}, scale {c.scale[0]:g}-{c.scale[1]:g}, aux weight "
+                f"{c.base_size}, crop {c.crop_size}, output stride {c.output_stride}{', decoder' if c.decoder else ''}, scale {c.scale[0]:g}-{c.scale[1]:g}, aux weight "
                 f"{c.aux_weight if c.aux else 0:g}; evaluation at short {c.val_short} max {c.val_max_size}"]
 
     def optimizer(self, net, run, dist, steps):
@@ -199,7 +232,8 @@ class SegmentationTask(Task):
 
     def run_settings(self, run, world, steps):
         out = dataclasses.asdict(self.config)
-        out.update(classes=self.class_names, batch_size=run.batch_size, num_epochs=run.num_epochs, seed=run.seed)
+        out.update(classes=self.class_names, batch_size=run.batch_size, num_epochs=run.num_epochs, seed=run.seed,
+                   class_weights=getattr(self, "class_weights", None))
         return json.loads(json.dumps(out))
 
     def model_info(self, net):

@@ -71,12 +71,16 @@ def _add_pack_detection(sub):
                        description="Packs detection data in im2rec's detection layout [2, 6, (class, x1/w, y1/h, "
                        "x2/w, y2/h, difficult) per object], read by mx.image.ImageDetIter and GluonCV's "
                        "RecordFileDetection. Boxes partly outside an image are clipped; bad boxes, unknown "
-                       "classes and bad annotation files are dropped and reported.")
+                       "classes and bad annotation files are dropped and reported. --masks also stores each "
+                       "object's instance mask after the image (header label unchanged; see "
+                       "resnest_gluon.data.detection_masks).")
     p.add_argument("source", help="VOC folder (Annotations/, JPEGImages/) or COCO instances .json")
     p.add_argument("prefix", help="output prefix")
     p.add_argument("--format", required=True, choices=["voc", "coco"], help="annotation format")
     p.add_argument("--root", help="image folder (COCO: default the json's folder; VOC: the VOC folder)")
-    p.add_argument("--split", help="VOC: pack the ids of ImageSets/Main/SPLIT.txt (default: every annotation)")
+    p.add_argument("--split", help="VOC: pack the ids of ImageSets/Main/SPLIT.txt, with --masks of "
+                   "ImageSets/Segmentation/SPLIT.txt (default: every annotation, with --masks every "
+                   "SegmentationObject/*.png)")
     p.add_argument("--classes", help="class names, one a line (line i = class id i); other classes are dropped "
                    "and reported (default: VOC sorted names found, COCO its categories in id order)")
     empty = p.add_mutually_exclusive_group()
@@ -84,7 +88,12 @@ def _add_pack_detection(sub):
                        help="pack images without objects (label [2, 6]; GluonCV's RecordFileDetection rejects them)")
     empty.add_argument("--drop-empty", dest="keep_empty", action="store_false",
                        help="skip and report images without objects (default)")
-    p.add_argument("--resize", type=int, default=0, help="shorter side in pixels (default 0: keep size)")
+    p.add_argument("--masks", action="store_true",
+                   help="also store one lossless binary mask per kept object (mask i for box i), from VOC's "
+                   "SegmentationObject PNGs or COCO's segmentation polygons/RLE; objects without a usable mask are "
+                   "dropped and reported")
+    p.add_argument("--resize", type=int, default=0, help="shorter side in pixels (default 0: keep size); masks are "
+                   "resized nearest-neighbour")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
     p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"], help="record image encoding")
     p.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS, help="decompression-bomb guard")
@@ -187,7 +196,8 @@ def _run_pack_detection(args):
                                   max_pixels=args.max_pixels)
     report = detection.pack_detection(args.source, args.prefix, args.format, root=args.root, split=args.split,
                                       classes_file=args.classes, keep_empty=args.keep_empty, options=options,
-                                      num_workers=args.num_workers, progress=not args.no_progress)
+                                      num_workers=args.num_workers, progress=not args.no_progress,
+                                      masks=args.masks)
     print("\n".join(report.summary()))
     print("wrote %s.rec, %s.idx, %s_classes.txt, %s.report.json" % ((args.prefix,) * 4))
     return 0

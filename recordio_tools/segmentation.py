@@ -148,7 +148,15 @@ def default_classes(source, fmt):
 def _read_mask(entry):
     """The source mask as a PIL image; raises ImageRejected (mask_missing, mask_unreadable,
     mask_not_single_channel)."""
-    path = os.path.join(packing._ROOT, entry.mask)
+    hint = ("VOC's SegmentationClass PNGs are palette images whose index is the class; an RGB rendering of them "
+            "(their colours) cannot be packed, use the original palette PNGs" if entry.fmt == "voc" else
+            "ADE20K's annotations are single-channel images of class + 1")
+    return read_index_image(os.path.join(packing._ROOT, entry.mask), hint)
+
+
+def read_index_image(path, hint):
+    """``(PIL image, path)`` of a single-channel image of indices (a class or instance mask); raises ImageRejected
+    ``mask_missing``, ``mask_unreadable`` or ``mask_not_single_channel`` (``hint`` says what was expected)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -165,12 +173,24 @@ def _read_mask(entry):
         raise images.ImageRejected("mask_unreadable", "%s: not a readable mask image (%s: %s)"
                                    % (path, type(e).__name__, e)) from None
     if im.mode not in ("P", "L", "I", "I;16", "I;16L", "I;16B", "1"):
-        hint = ("VOC's SegmentationClass PNGs are palette images whose index is the class; an RGB rendering of them "
-                "(their colours) cannot be packed, use the original palette PNGs" if entry.fmt == "voc" else
-                "ADE20K's annotations are single-channel images of class + 1")
-        raise images.ImageRejected("mask_not_single_channel", "%s: a %s image with %d channels, not a mask of class "
+        raise images.ImageRejected("mask_not_single_channel", "%s: a %s image with %d channels, not a mask of "
                                    "indices (%s)" % (path, im.mode, len(im.getbands()), hint))
     return im, path
+
+
+def oriented_like_image(mask_im, data, notes):
+    """``mask_im`` turned as the image (its bytes ``data``) was by its EXIF orientation (``"exif_rotated"`` in the
+    decoder's ``notes``)."""
+    if "exif_rotated" in notes:
+        method = _ORIENTATION.get(_orientation(data))
+        if method is not None:
+            return mask_im.transpose(method)
+    return mask_im
+
+
+def exif_transposes(data, notes):
+    """True when the image's EXIF orientation swaps its width and height."""
+    return "exif_rotated" in notes and _orientation(data) in (5, 6, 7, 8)
 
 
 def _orientation(data):

@@ -10,6 +10,11 @@ Segmentation records (``segmentation_records``: an image and its class mask, det
 above the class count (``--num-classes``, else ``PREFIX_classes.txt``'s) are problems; 255 marks pixels that do not
 count, in every segmentation record whatever dataset it came from.
 
+Masked detection records (``detection_masks``: a detection label, header ``id2`` = the image's byte length, instance
+masks after the image; decided by the file's first record, as the label kind is) have their masks decoded too: masks
+that do not decode, whose count is not the record's box count or whose size is not the image's, and a record without
+masks in a file whose first record has them, are problems; ``inspect`` shows how many masks it decoded.
+
 Limitation: RecordIO has no checksums. Flipped bytes inside a JPEG's entropy-coded data usually still decode
 (into wrong pixels) and cannot be detected; corrupt framing, headers, JPEG markers and truncation can.
 """
@@ -30,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..exits import plain_reason
+from .detection_masks import instance_mask_crops, split_masked_detection_record
 from .record_reader import RecordReader
 from .records import (IR_HEADER, CorruptRecordError, is_detection_label, parse_objects, read_idx_entries,
                       unpack_record)
@@ -87,9 +93,39 @@ def _decode_segmentation(item):
     return result + (np.bincount(mask.ravel(), minlength=256),)
 
 
+def _decode_masked_detection(item):
+    """``(position, record bytes)`` of a masked detection record -> :func:`_decode`'s result for its image (PIL,
+    strict), None, and the number of instance masks; an error when the image or the masks cannot be decoded. OpenCV
+    decodes the image and every mask (as ``MaskedDetectionRecordDataset`` does), checked against the header's box
+    count and the image's size."""
+    import cv2
+    import numpy as np
+
+    position, buf = item
+    try:
+        header, image_bytes, mask_bytes = split_masked_detection_record(buf)
+        result = _decode((position, image_bytes))
+        if result[1] is not None:
+            return result + (None, None)
+        img = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            return position, "cannot decode image: OpenCV rejects it", None, None, None, None, None
+        labels = np.asarray(header.label, np.float32)
+        _, _, crops = instance_mask_crops(mask_bytes, (len(labels) - int(labels[0])) // int(labels[1]),
+                                          img.shape[:2])
+    except CorruptRecordError as e:
+        message = str(e)[2:] if str(e).startswith(": ") else str(e)
+        return position, "cannot decode masked detection record: %s" % message, None, None, None, None, None
+    return result + (None, len(crops))
+
+
+_DECODERS = {"segmentation": _decode_segmentation, "masks": _decode_masked_detection}
+
+
 def _dispatch(decode, item):
-    """Segmentation records (``(position, record, True)``) to :func:`_decode_segmentation`, others to ``decode``."""
-    return _decode_segmentation(item[:2]) if len(item) == 3 else decode(item)
+    """Segmentation records (``(position, record, "segmentation")``) to :func:`_decode_segmentation`, masked
+    detection records (``(position, record, "masks")``) to :func:`_decode_masked_detection`, others to ``decode``."""
+    return _DECODERS[item[2]](item[:2]) if len(item) == 3 else decode(item)
 
 
 def _label_values(header):
@@ -107,6 +143,9 @@ class _Scan:
         self.segmentation = False if detection is not None else None  # likewise (--[no-]detection: not segmentation)
         self.mask_pixels = [0] * 256  # pixels of every stored mask value (class index, 255 not counted)
         self.masks = 0
+        self.instance_masks = None  # detection records carry instance masks: None undecided (first record decides)
+        self.masked_records = 0  # ... with their masks decoded
+        self.instance_mask_count = 0
         self.boxes_per_image = []
         self.classes = Counter()
         self.detection_classes = num_classes  # class ids in [0, K): --num-classes, else PREFIX_classes.txt's count
@@ -151,6 +190,14 @@ class _Scan:
         if self.detection:
             if labels:
                 self._add_objects(labels, position, rec["id"], offset)
+                masked = header.id2 != 0  # 0 in detection records without masks (im2rec's and ours)
+                if self.instance_masks is None:
+                    self.instance_masks = masked
+                elif masked != self.instance_masks:
+                    self.problem("record %s instance masks (header id2 = %d), the file's first record %s" % (
+                        "has" if masked else "has no", header.id2, "has none" if masked else "has them"),
+                        position, header.id, offset)
+                rec["masks"] = masked
             return payload
         self.labels.update(labels)
         for v in labels:
@@ -186,7 +233,10 @@ class _Scan:
             self.sizes.append(size)
             self.modes[mode] += 1
             self.formats[fmt] += 1
-            if len(result) > 5:
+            if len(result) > 6:
+                self.masked_records += 1
+                self.instance_mask_count += result[6]
+            elif len(result) > 5:
                 self._add_mask(result[5], rec)
 
     def _add_mask(self, counts, rec):
@@ -235,8 +285,18 @@ def _sequential(scan, reader, file_size, decode_all, progress, idx_offsets=()):
                 return
             payload = scan.add_record(position, offset, buf)
             if payload is not None and decode_all:
-                yield (position, buf, True) if scan.segmentation else (position, payload)
+                yield _item(scan, position, buf, payload)
             position += 1
+
+
+def _item(scan, position, buf, payload):
+    """What to decode of record ``position``: ``(position, record, kind)`` for records with masks, else
+    ``(position, image bytes)``."""
+    if scan.segmentation:
+        return position, buf, "segmentation"
+    if scan.records_by_position[position].get("masks"):
+        return position, buf, "masks"
+    return position, payload
 
 
 def _sampled(scan, reader, positions):
@@ -245,9 +305,9 @@ def _sampled(scan, reader, positions):
         if scan.records_by_position[position]["labels"]:  # a damaged header was reported by the sequential read
             buf = reader.read()
             if not scan.segmentation:
-                yield position, mx.recordio.unpack(buf)[1]
+                yield _item(scan, position, buf, mx.recordio.unpack(buf)[1])
             elif is_segmentation_label(scan.records_by_position[position]["labels"]):
-                yield position, buf, True
+                yield position, buf, "segmentation"
 
 
 def _default_signals():
@@ -365,7 +425,9 @@ def _detection_summary(scan, class_names):
     return {"images": len(per), "boxes": sum(per), "empty_images": sum(1 for n in per if n == 0),
             "boxes_per_image": [min(per), round(sum(per) / len(per), 3), max(per)] if per else None,
             "class_histogram": {name(c): scan.classes[c] for c in sorted(scan.classes)},
-            "class_names": class_names}
+            "class_names": class_names,
+            "instance_masks": {"decoded": scan.instance_mask_count, "records_decoded": scan.masked_records,
+                               "layout": "resnest_gluon.data.detection_masks"} if scan.instance_masks else None}
 
 
 def _segmentation_summary(scan, class_names):
@@ -444,10 +506,14 @@ def summary_lines(summary, histogram_limit=20):
     if d:
         lines[1] = "detection labels: %d boxes in %d images (%d without objects); boxes per image min/mean/max %s" % (
             d["boxes"], d["images"], d["empty_images"], d["boxes_per_image"])
+
         hist = list(d["class_histogram"].items())
         shown = hist if histogram_limit is None else hist[:histogram_limit]
         lines[3] = "class histogram: " + ", ".join("%s:%d" % kv for kv in shown) + (
             " ... (%d more)" % (len(hist) - len(shown)) if len(hist) > len(shown) else "")
+        if d.get("instance_masks"):
+            lines.insert(2, "instance masks: %d decoded in %d records (one per box)" % (
+                d["instance_masks"]["decoded"], d["instance_masks"]["records_decoded"]))
     g = s.get("segmentation")
     if g:
         ignored = 100.0 * g["ignored_pixels"] / max(g["pixels"], 1)

@@ -15,7 +15,7 @@ from ..exits import plain_reason
 
 __all__ = ["CorruptRecordError", "count_records", "default_idx_path", "decode_record", "RecordImageDataset",
            "header_damage", "iter_records", "max_label", "RECORD_MAGIC", "IR_HEADER", "read_frame", "read_idx_entries",
-           "undecodable_reason", "unpack_record", "is_detection_label", "parse_objects"]
+           "undecodable_reason", "unpack_record", "is_detection_label", "parse_objects", "objects_in_pixels"]
 
 # RecordIO framing (dmlc-core recordio.h): each part of a record is the magic word, a uint32 whose top 3 bits are
 # the continuation flag (0 whole record, 1 first, 2 middle, 3 last part; a payload containing the magic word is
@@ -228,3 +228,19 @@ def parse_objects(labels):
             % len(labels)
     hw, ow = int(labels[0]), int(labels[1])
     return np.asarray(labels[hw:], np.float64).reshape(-1, ow), None
+
+
+def objects_in_pixels(labels, height, width, where=""):
+    """``(N, 6)`` float32 ``x1, y1, x2, y2, class, difficult`` from a record's label vector (normalised corners,
+    class first) for an image of ``height`` x ``width``; ``CorruptRecordError`` naming ``where`` when the vector is
+    not a detection label."""
+    objects, problem = parse_objects(np.atleast_1d(labels).tolist())
+    if problem:
+        raise CorruptRecordError(f"{where}: {problem}")
+    out = np.zeros((len(objects), 6), np.float32)
+    if len(objects):
+        out[:, 0:4] = objects[:, 1:5] * [width, height, width, height]
+        out[:, 4] = objects[:, 0]
+        if objects.shape[1] > 5:
+            out[:, 5] = objects[:, 5]
+    return out

@@ -11,26 +11,10 @@ loaders can skip and report it.
 import numpy as np
 
 from ..data.records import (IR_HEADER, CorruptRecordError, RecordImageDataset, decode_record, default_idx_path,
-                            parse_objects, read_frame, read_idx_entries)
+                            objects_in_pixels, parse_objects, read_frame, read_idx_entries)
 from ..data.batches import ShardedBatches
 
 __all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "header_objects", "check_class_ids", "objects_in_pixels"]
-
-
-def objects_in_pixels(labels, height, width, where=""):
-    """``(N, 6)`` float32 ``x1, y1, x2, y2, class, difficult`` from a record's label vector (normalised corners,
-    class first) for an image of ``height`` x ``width``; ``CorruptRecordError`` naming ``where`` when the vector is
-    not a detection label."""
-    objects, problem = parse_objects(np.atleast_1d(labels).tolist())
-    if problem:
-        raise CorruptRecordError(f"{where}: {problem}")
-    out = np.zeros((len(objects), 6), np.float32)
-    if len(objects):
-        out[:, 0:4] = objects[:, 1:5] * [width, height, width, height]
-        out[:, 4] = objects[:, 0]
-        if objects.shape[1] > 5:
-            out[:, 5] = objects[:, 5]
-    return out
 
 
 class DetectionRecordDataset(RecordImageDataset):

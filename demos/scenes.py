@@ -18,7 +18,10 @@ every object in a scene is annotated. Each shape contrasts with the background a
 writes ``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml``, ``ImageSets/Main/{train,val}.txt``, ``classes.txt`` and,
 last, ``summary.json`` (a folder without it is incomplete); pack it with ``python -m recordio_tools pack-detection
 out/scenes PREFIX --format voc --split train --classes out/scenes/classes.txt``. The same seed gives byte-identical
-files; a rerun overwrites them.
+files; a rerun overwrites them. ``--masks`` also writes each scene's instance masks as VOC does
+(``SegmentationObject/<id>.png``, pixel value k = the k-th ``<object>``, 0 background: each object's visible pixels,
+the ones its box is tight around) and ``ImageSets/Segmentation/{train,val}.txt``, for ``pack-detection --masks``;
+the images and annotations are the same as without it.
 """
 import argparse
 import contextlib
@@ -235,14 +238,30 @@ def _write(path, data):
         f.write(data)
 
 
+def instance_png(masks):
+    """A VOC ``SegmentationObject`` palette PNG (bytes) of (N, H, W) visible coverages: value k + 1 where object k
+    covers more than half of the pixel (the pixels its box is tight around), 0 elsewhere."""
+    values = np.zeros(masks.shape[1:], np.uint8)
+    for k, m in enumerate(masks):
+        values[m > 0.5] = k + 1
+    im = Image.fromarray(values, "P")
+    palette = np.zeros((256, 3), np.uint8)
+    palette[1:] = np.random.default_rng(0).integers(64, 256, (255, 3))
+    im.putpalette(palette.ravel().tolist())
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
 def make_scenes(root, train=600, val=150, size=160, classes=CLASSES_DEFAULT, max_objects=5, seed=0, quality=90,
-                progress=None, min_objects=1):
+                progress=None, min_objects=1, masks=False):
     """Writes a Pascal VOC folder of ``train`` + ``val`` scenes (ids ``train_NNNNNN``, ``val_NNNNNN``); returns a
     :class:`SceneSummary`.
 
     Each scene draws from its own generator seeded by (seed, split, number), so changing one count does not change
     the other scenes. Every file is written atomically; ``summary.json`` is removed first and written last, so a
-    folder that has it is complete. ``progress(done, total)`` is called after each scene when given.
+    folder that has it is complete. ``progress(done, total)`` is called after each scene when given. ``masks``: also
+    the instance masks, as VOC gives them (``SegmentationObject/``, ``ImageSets/Segmentation/``; see the module).
     """
     classes = tuple(sorted(classes))
     _check(size, classes, min_objects, max_objects)
@@ -260,8 +279,10 @@ def make_scenes(root, train=600, val=150, size=160, classes=CLASSES_DEFAULT, max
             counts[key][split] = dict.fromkeys(classes, 0)
         for i in range(n):
             image_id = f"{split}_{i:06d}"
-            image, objects = draw_scene(np.random.default_rng([seed, split_no, i]), size, classes, max_objects,
-                                        min_objects)
+            image, objects, coverage = draw_scene(np.random.default_rng([seed, split_no, i]), size, classes,
+                                                  max_objects, min_objects, return_masks=True)
+            if masks:
+                _write(os.path.join(root, "SegmentationObject", image_id + ".png"), instance_png(coverage))
             buf = io.BytesIO()
             Image.fromarray(image).save(buf, "JPEG", quality=quality)
             _write(os.path.join(root, "JPEGImages", image_id + ".jpg"), buf.getvalue())
@@ -277,6 +298,9 @@ def make_scenes(root, train=600, val=150, size=160, classes=CLASSES_DEFAULT, max
                 progress(done, total)
         counts["images"][split] = n
         _write(os.path.join(root, "ImageSets", "Main", split + ".txt"), "".join(i + "\n" for i in ids).encode())
+        if masks:
+            _write(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),
+                   "".join(i + "\n" for i in ids).encode())
     _write(os.path.join(root, "classes.txt"), "".join(c + "\n" for c in classes).encode())
     summary = SceneSummary(root, classes, size, seed, seconds=time.time() - tic, **counts)
     record = {k: v for k, v in asdict(summary).items() if k not in ("root", "seconds")}  # the same bytes anywhere
@@ -296,10 +320,12 @@ def main(argv=None):
     p.add_argument("--min-objects", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--masks", action="store_true",
+                   help="also each object's instance mask (SegmentationObject/, for pack-detection --masks)")
     args = p.parse_args(argv)
     try:
         s = make_scenes(args.root, args.train, args.val, args.size, args.classes.split(","), args.max_objects,
-                        args.seed, args.quality, min_objects=args.min_objects)
+                        args.seed, args.quality, min_objects=args.min_objects, masks=args.masks)
     except ValueError as err:
         sys.exit(f"error: {err}")
     print(f"{s.total('images')} scenes ({s.images['train']} train + {s.images['val']} val, {s.size} px) with "

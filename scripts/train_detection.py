@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Train Faster R-CNN FPN on a ResNeSt backbone from detection RecordIO files (the shared training flags).
+"""Train Faster or Mask R-CNN FPN on a ResNeSt backbone from detection RecordIO files (the shared training flags).
 
 The records are what ``python -m recordio_tools pack-detection`` writes from Pascal VOC or COCO, with the class
-names beside them (``PREFIX_classes.txt``). Defaults are GluonCV's COCO schedule for its FPN detectors: 26 epochs,
+names beside them (``PREFIX_classes.txt``); ``--model mask_rcnn_fpn_<backbone>`` trains Mask R-CNN (GluonCV's mask
+targets and sigmoid cross-entropy loss besides the four box losses) on records packed with ``--masks``. Defaults are GluonCV's COCO schedule for its FPN detectors: 26 epochs,
 lr x0.1 at epochs 17 and 23, 0.01 per 8 images (scaled linearly with the total batch), 1000 warm-up updates, SGD
 momentum 0.9, wd 1e-4, short side 640-800, long side <= 1333.
 

@@ -122,7 +122,7 @@ def faster_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx
 
 
 def mask_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=mx.cpu(), root=None, norm="syncbn",
-                  **kwargs):
+                  box_head="4conv1fc", box_units=1024, **kwargs):
     """Mask R-CNN FPN for ``classes`` (a list of names) on ``backbone`` (any family member): GluonCV's ``MaskRCNN``
     with the structure of its ``custom_mask_rcnn_fpn(classes, base_network_name='resnest50', norm_layer=
     SyncBatchNorm, sym_norm_layer=mx.sym.contrib.SyncBatchNorm)``, whose files load through
@@ -139,11 +139,14 @@ def mask_rcnn_fpn(backbone, classes, pretrained_base=False, num_devices=0, ctx=m
     it trained has an FPN without normalisation and does not load here.
 
     Inference returns ``ids, scores, boxes, masks``: the ``rcnn_max_dets`` best detections (rows of -1 after the
-    valid ones) and each one's 28x28 mask probabilities, to be pasted into its box."""
+    valid ones) and each one's 28x28 mask probabilities, to be pasted into its box. ``box_head`` / ``box_units``
+    as :func:`faster_rcnn_fpn` (``"2fc"`` and narrower Dense layers for small data on small machines; the mask
+    head is GluonCV's either way: ``num_fcn_convs`` and ``mask_channels`` set it)."""
     from gluoncv.model_zoo.rcnn.mask_rcnn.mask_rcnn import MaskRCNN
 
     features, box_features, rename = fpn_rcnn_parts(backbone, pretrained_base, num_devices, ctx, root,
-                                                    pool_rois=True, norm=norm)
+                                                    pool_rois=True, box_head=box_head, norm=norm,
+                                                    box_units=box_units)
     net = MaskRCNN(features=features, top_features=None, classes=classes, box_features=box_features,
                    **dict(MASK_RCNN_SETTINGS, **kwargs))
     net.gluoncv_name = rename

@@ -8,13 +8,16 @@ transforms (``FasterRCNNDefaultTrainTransform``) take it as it is. Unlike ``Reco
 raises :class:`~resnest_gluon.data.records.CorruptRecordError` naming the file, the record and what is wrong, so the
 loaders can skip and report it.
 """
+import mxnet as mx
 import numpy as np
 
+from ..data.detection_masks import MaskedDetectionRecordDataset
 from ..data.records import (IR_HEADER, CorruptRecordError, RecordImageDataset, decode_record, default_idx_path,
                             objects_in_pixels, parse_objects, read_frame, read_idx_entries)
 from ..data.batches import ShardedBatches
 
-__all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "header_objects", "check_class_ids", "objects_in_pixels"]
+__all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "MaskedTrainTransform", "header_objects",
+           "check_class_ids", "check_instance_masks", "records_without_masks", "objects_in_pixels"]
 
 
 class DetectionRecordDataset(RecordImageDataset):
@@ -59,6 +62,78 @@ def check_class_ids(rec_path, idx_path, class_names, flag="--rec-train"):
                              f"(--classes)")
 
 
+def records_without_masks(rec_path, idx_path=None):
+    """Indices (.idx order) of the records of a detection .rec that carry no instance masks (header ``id2`` = 0, as
+    ``pack-detection`` without ``--masks`` and im2rec write them), from the headers alone (one small read each);
+    records whose header cannot be read are not listed (the readers name them)."""
+    idx_path = idx_path or default_idx_path(rec_path)
+    found = []
+    with open(rec_path, "rb") as f:
+        fd = f.fileno()
+        for index, (_, _, offset) in enumerate(read_idx_entries(idx_path)):
+            frame = read_frame(fd, offset, IR_HEADER.size)
+            if frame and len(frame[3]) >= IR_HEADER.size and IR_HEADER.unpack_from(frame[3])[3] == 0:
+                found.append(index)
+    return found
+
+
+def check_instance_masks(rec_path, idx_path=None, flag="--rec-train", model="mask_rcnn_fpn"):
+    """``ValueError`` naming ``rec_path`` and ``pack-detection --masks`` when records of it carry no instance masks
+    (all of them: packed without ``--masks``; some: the first one)."""
+    missing = records_without_masks(rec_path, idx_path)
+    if not missing:
+        return
+    from ..data.records import count_records
+
+    total = count_records(idx_path or default_idx_path(rec_path))
+    if len(missing) == total:
+        raise ValueError(f"{flag} {rec_path}: its records carry no instance masks, which {model} trains on; pack "
+                         f"them with masks: python -m recordio_tools pack-detection SOURCE PREFIX --masks ...")
+    raise ValueError(f"{flag} {rec_path}: {len(missing)} of its {total} records carry no instance masks (the first: "
+                     f"record #{missing[0]}); {model} needs every record packed with "
+                     f"python -m recordio_tools pack-detection ... --masks")
+
+
+class MaskedTrainTransform:
+    """GluonCV's Mask R-CNN training transform (``MaskRCNNDefaultTrainTransform``: random short side within
+    ``max_size``, horizontal flip, RPN targets) on binary instance masks instead of COCO polygons.
+
+    The image and boxes are resized and flipped with GluonCV's functions, drawing the random short side and the flip
+    in its order; each mask is resized bilinearly to the image's new size and thresholded at 0.5 (GluonCV draws its
+    polygons at the new size). The RPN targets are GluonCV's ``FasterRCNNDefaultTrainTransform`` (the one
+    ``MaskRCNNDefaultTrainTransform`` computes them as) run on the image as resized, at its own size and without a
+    flip. ``(src HWC uint8 NDArray, (N, 6) objects, (N, H, W) uint8 masks)`` -> ``(image, objects, rpn cls
+    targets, rpn box targets, rpn box masks, (N, h, w) float32 masks)``, what ``MaskRCNNTrainBatchify`` takes."""
+
+    def __init__(self, short, max_size, net, mean, std, flip_p=0.5, ashape=128, multi_stage=True):
+        from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
+
+        self._short, self._max_size, self._flip_p = short, max_size, flip_p
+        self._targets = FasterRCNNDefaultTrainTransform(max_size, max_size, net, mean=mean, std=std, flip_p=0.0,
+                                                        ashape=ashape, multi_stage=multi_stage)
+
+    def __call__(self, src, label, masks):
+        import random
+
+        import cv2
+        from gluoncv.data.transforms import bbox as tbbox
+        from gluoncv.data.transforms import image as timage
+
+        h, w = src.shape[:2]
+        short = random.randint(*self._short) if isinstance(self._short, (tuple, list)) else self._short
+        img = timage.resize_short_within(src, short, self._max_size, interp=1)
+        new_h, new_w = img.shape[:2]
+        bbox = tbbox.resize(label, (w, h), (new_w, new_h))
+        masks = np.stack([cv2.resize(m.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_LINEAR) >= 0.5
+                          for m in masks]) if len(masks) else np.zeros((0, new_h, new_w), bool)
+        img, flips = timage.random_flip(img, px=self._flip_p)
+        bbox = tbbox.flip(bbox, (new_w, new_h), flip_x=flips[0])
+        if flips[0]:
+            masks = masks[:, :, ::-1]
+        self._targets._short = min(new_h, new_w)  # resize_short_within at the image's own size: unchanged
+        return (*self._targets(img, bbox), mx.nd.array(np.ascontiguousarray(masks), dtype="float32"))
+
+
 class _SeededDetections(DetectionRecordDataset):
     """Training items keyed by ``(position, sample_seed)`` over the records with objects (``usable``, record
     indices): the transform's random choices (scale, flip) are seeded per sample, so an epoch's batches do not
@@ -77,7 +152,7 @@ class _SeededDetections(DetectionRecordDataset):
         for step in range(len(self.usable)):
             index = self.usable[(position + step) % len(self.usable)]
             try:
-                img, objects = super().__getitem__(index)
+                img, *targets = self._read(index)
                 break
             except CorruptRecordError:
                 bad = index if bad < 0 else bad
@@ -85,19 +160,28 @@ class _SeededDetections(DetectionRecordDataset):
             raise CorruptRecordError(f"{self.rec_path}: no record decodes")
         random.seed(sample_seed)  # GluonCV's transforms draw from Python's and numpy's global generators
         np.random.seed(sample_seed)
-        import mxnet as mx
+        return (*self.transform(mx.nd.array(img, dtype="uint8"), *targets), bad)
 
-        return (*self.transform(mx.nd.array(img, dtype="uint8"), objects), bad)
+    def _read(self, index):
+        return DetectionRecordDataset.__getitem__(self, index)
 
     def problem(self, index):
         """``(key, byte offset, reason)`` of the bad record ``index`` (decoded again, in this process)."""
         key = self.keys[index]
         try:
-            DetectionRecordDataset.__getitem__(self, index)
+            self._read(index)
             reason = "decodes now (a read error?)"
         except CorruptRecordError as err:
             reason = str(err).split(": ", 1)[-1]
         return key, int(self._record.idx[key]), reason
+
+
+class _SeededMaskedDetections(_SeededDetections):
+    """:class:`_SeededDetections` of masked records: ``(image, objects, masks)`` to the transform; a record whose
+    masks are damaged is replaced and named as an undecodable image is."""
+
+    def _read(self, index):
+        return MaskedDetectionRecordDataset.__getitem__(self, index)
 
 
 class DetectionTrainLoader(ShardedBatches):
@@ -109,11 +193,15 @@ class DetectionTrainLoader(ShardedBatches):
     Records without objects are left out (GluonCV's RPN targets need a box; ``num_empty``), found from the headers
     at start. ``set_epoch(E, skip=k)`` then a ``for`` loop yields epoch E's batches from batch k on, the same as an
     uninterrupted epoch's; each batch is ``(data, label, rpn_cls_targets, rpn_box_targets, rpn_box_masks)`` with
-    ``label`` (B, N, 6): x1, y1, x2, y2, class, difficult, padded with -1."""
+    ``label`` (B, N, 6): x1, y1, x2, y2, class, difficult, padded with -1.
+
+    ``masks=True`` (Mask R-CNN, records of ``pack-detection --masks``): :class:`MaskedTrainTransform` and GluonCV's
+    ``MaskRCNNTrainBatchify``; each batch is ``(data, label, gt_masks, rpn_cls_targets, rpn_box_targets,
+    rpn_box_masks)``, ``gt_masks`` (B, N, H, W) float32 at the batch's padded size (zeros past each image's)."""
 
     def __init__(self, rec_path, net, idx_path=None, batch_size=1, short=(640, 800), max_size=1333, rank=0, world=1,
-                 seed=0, num_workers=0, flip_p=0.5):
-        from gluoncv.data.batchify import FasterRCNNTrainBatchify
+                 seed=0, num_workers=0, flip_p=0.5, masks=False):
+        from gluoncv.data.batchify import FasterRCNNTrainBatchify, MaskRCNNTrainBatchify
         from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
 
         idx_path = idx_path or default_idx_path(rec_path)
@@ -123,12 +211,17 @@ class DetectionTrainLoader(ShardedBatches):
         if not usable:
             raise ValueError(f"{rec_path}: none of its {len(counts)} records has an object to train on")
         config = net.data_config
-        transform = FasterRCNNDefaultTrainTransform(
-            tuple(short) if isinstance(short, (tuple, list)) else short, max_size, net, mean=config.mean,
-            std=config.std, flip_p=flip_p, ashape=net.ashape, multi_stage=True)
-        self.dataset = _SeededDetections(rec_path, idx_path, usable, transform)
-        self._start(len(usable), batch_size, rank, world, seed, _KeepLastField(FasterRCNNTrainBatchify(net, 1)),
-                    num_workers)
+        short = tuple(short) if isinstance(short, (tuple, list)) else short
+        if masks:
+            transform = MaskedTrainTransform(short, max_size, net, config.mean, config.std, flip_p, net.ashape)
+            self.dataset = _SeededMaskedDetections(rec_path, idx_path, usable, transform)
+            batchify = MaskRCNNTrainBatchify(net, 1)
+        else:
+            transform = FasterRCNNDefaultTrainTransform(short, max_size, net, mean=config.mean, std=config.std,
+                                                        flip_p=flip_p, ashape=net.ashape, multi_stage=True)
+            self.dataset = _SeededDetections(rec_path, idx_path, usable, transform)
+            batchify = FasterRCNNTrainBatchify(net, 1)
+        self._start(len(usable), batch_size, rank, world, seed, _KeepLastField(batchify), num_workers)
 
     def _fields(self, fields):
         return [f[0] if isinstance(f, (list, tuple)) else f for f in fields]

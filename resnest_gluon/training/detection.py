@@ -1,7 +1,10 @@
-"""Faster R-CNN FPN on a ResNeSt backbone as a task of the one trainer (:mod:`.trainer`), from detection RecordIO.
+"""Faster and Mask R-CNN FPN on a ResNeSt backbone as a task of the one trainer (:mod:`.trainer`), from detection
+RecordIO.
 
 GluonCV's parts do the detection work (``FasterRCNNDefaultTrainTransform`` and its RPN target generator, the
-detector's own sampler and R-CNN target generator, its four losses as its ``train_faster_rcnn.py`` weighs them);
+detector's own sampler and R-CNN target generator, its four losses as its ``train_faster_rcnn.py`` weighs them;
+for ``mask_rcnn_fpn_*`` on records of ``pack-detection --masks`` also the model's ``MaskTargetGenerator`` and the
+mask loss as its ``train_mask_rcnn.py`` computes it);
 the trainer gives them its guarantees (equal steps per rank, seeding, atomic self-describing checkpoints, resume,
 preemption, NaN stop, bad records, curves). Validation is mAP (:mod:`resnest_gluon.dense.detection_eval`), as
 ``scripts/eval_detection.py`` reports it.
@@ -17,7 +20,8 @@ from mxnet import autograd, gluon
 from ..config import DenseDataConfig
 from ..data.preflight import preflight
 from ..dense import dense_task, get_dense_model
-from ..dense.detection_data import DetectionRecordDataset, DetectionTrainLoader, check_class_ids
+from ..dense.detection_data import (DetectionRecordDataset, DetectionTrainLoader, check_class_ids,
+                                    check_instance_masks)
 from ..dense.detection_eval import evaluate_detection
 from ..trained import info_of, load_class_names
 from .classification import classes_file_beside
@@ -29,6 +33,8 @@ from .trainer import OptimizerSetup, StepResult, Task
 __all__ = ["DetectionConfig", "DetectionTask", "LOSS_NAMES", "DETECTION_SCORES"]
 
 LOSS_NAMES = ("rpn_cls", "rpn_box", "rcnn_cls", "rcnn_box")
+MASK_LOSS_NAME = "rcnn_mask"  # Mask R-CNN's fifth
+DETECTOR_KINDS = ("faster_rcnn_fpn_", "mask_rcnn_fpn_")
 # what a checkpoint only makes sense with (its weights, optimizer state, update count per epoch)
 FIXED_ON_RESUME = ("model", "classes", "world", "batch_size", "steps_per_epoch", "model_args")
 
@@ -73,8 +79,9 @@ def _class_names(config, rec_train):
 def build_detector(config, class_names, batch_size, ctx):
     """The detector of ``config``: every parameter initialised (GluonCV's initializers; the backbone from
     ``backbone_params`` / ``pretrained_base``), its evaluation transform the validation size."""
-    if dense_task(config.model) != "detection" or not config.model.startswith("faster_rcnn_fpn_"):
-        raise ValueError(f"--model {config.model}: train_detection trains faster_rcnn_fpn_<backbone> models")
+    if dense_task(config.model) != "detection" or not config.model.startswith(DETECTOR_KINDS):
+        raise ValueError(f"--model {config.model}: train_detection trains faster_rcnn_fpn_<backbone> and "
+                         f"mask_rcnn_fpn_<backbone> models")
     base = config.backbone_params or config.pretrained_base
     net = get_dense_model(config.model, class_names, pretrained_base=base, ctx=ctx, short=config.short,
                           max_size=config.max_size, per_device_batch_size=batch_size, **config.model_args)
@@ -97,21 +104,38 @@ class _DetectorWeights:
         mx.nd.save(path, params)
 
 
-class _Losses:
-    """GluonCV's Faster R-CNN losses, weighted as its training script does (per sampled anchor / RoI)."""
+def is_mask_model(model):
+    """True for Mask R-CNN (``mask_rcnn_fpn_<backbone>``): it trains on masked records and has a mask loss."""
+    return model.startswith("mask_rcnn_fpn_")
 
-    def __init__(self):
+
+class _Losses:
+    """GluonCV's Faster R-CNN losses, weighted as its training script does (per sampled anchor / RoI); with
+    ``masks`` also Mask R-CNN's: sigmoid binary cross-entropy between each positive sampled RoI's mask of its
+    ground-truth class and that object's mask pooled into the RoI (``net.mask_target``: RoIAlign of the full-image
+    mask to the mask head's size, 28x28), per mask pixel of the positives, as GluonCV's ``train_mask_rcnn.py``
+    (``mask_rcnn/data_parallel.py``)."""
+
+    def __init__(self, masks=False):
+        self.masks = masks
         self.rpn_cls = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)
         self.rpn_box = gluon.loss.HuberLoss(rho=1 / 9.0)  # smooth L1
         self.rcnn_cls = gluon.loss.SoftmaxCrossEntropyLoss()
         self.rcnn_box = gluon.loss.HuberLoss()
+        self.rcnn_mask = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)
 
-    def __call__(self, net, data, label, rpn_cls_targets, rpn_box_targets, rpn_box_masks):
-        """``(total, [rpn_cls, rpn_box, rcnn_cls, rcnn_box], rcnn accuracy counts)`` of one batch (call inside
-        ``autograd.record()``)."""
+    def __call__(self, net, data, label, *targets):
+        """``(total, [rpn_cls, rpn_box, rcnn_cls, rcnn_box(, rcnn_mask)], rcnn accuracy counts)`` of one batch (call
+        inside ``autograd.record()``); ``targets``: the loader's fields after ``label``."""
         gt_label, gt_box = label[:, :, 4:5], label[:, :, :4]
-        cls_pred, box_pred, _, _, _, rpn_score, rpn_box, _, cls_targets, box_targets, box_masks, _ = \
-            net(data, gt_box, gt_label)
+        if self.masks:
+            gt_masks, rpn_cls_targets, rpn_box_targets, rpn_box_masks = targets
+            cls_pred, box_pred, mask_pred, rois, _, matches, rpn_score, rpn_box, _, cls_targets, box_targets, \
+                box_masks, indices = net(data, gt_box, gt_label)
+        else:
+            rpn_cls_targets, rpn_box_targets, rpn_box_masks = targets
+            cls_pred, box_pred, _, _, _, rpn_score, rpn_box, _, cls_targets, box_targets, box_masks, _ = \
+                net(data, gt_box, gt_label)
         rpn_score = rpn_score.squeeze(axis=-1)
         num_rpn = (rpn_cls_targets >= 0).sum()
         rpn_cls = self.rpn_cls(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0) * rpn_cls_targets.size / num_rpn
@@ -120,9 +144,25 @@ class _Losses:
         rcnn_cls = self.rcnn_cls(cls_pred, cls_targets, cls_targets.expand_dims(-1) >= 0) * cls_targets.size / num_rcnn
         rcnn_box = self.rcnn_box(box_pred, box_targets, box_masks) * box_pred.size / num_rcnn
         parts = [rpn_cls.sum(), rpn_box.sum(), rcnn_cls.sum(), rcnn_box.sum()]
+        if self.masks:
+            parts.append(self._mask_loss(net, mask_pred, rois, matches, cls_targets, indices, gt_masks).sum())
         valid = cls_targets >= 0
         hits = ((cls_pred.argmax(axis=-1) == cls_targets) * valid).sum()
-        return parts[0] + parts[1] + parts[2] + parts[3], parts, (hits, valid.sum())
+        return sum(parts[1:], parts[0]), parts, (hits, valid.sum())
+
+    def _mask_loss(self, net, mask_pred, rois, matches, cls_targets, indices, gt_masks):
+        """GluonCV's: the positive samples (``indices``) of each image, their targets from ``net.mask_target``,
+        the loss over the mask pixels of each one's class (``mask_masks``), normalised by their number."""
+        F, n = mx.nd, indices.shape[0]
+
+        def positives(x):
+            return F.concat(*[F.take(x[i], indices[i]) for i in range(n)], dim=0).reshape((n, -1, *x.shape[2:]))
+
+        mask_targets, mask_masks = net.mask_target(positives(rois), gt_masks, positives(matches),
+                                                   positives(cls_targets))
+        # at least one pixel: GluonCV divides by the count as it is (its sampler always has the ground truth boxes)
+        return self.rcnn_mask(mask_pred, mask_targets, mask_masks) * mask_targets.size / F.maximum(
+            mask_masks.sum(), 1)
 
 
 # the curves' third panel: (epoch field, label)
@@ -134,7 +174,8 @@ _CAUSES = ("the learning rate for this batch size (try a smaller --lr)",
 
 
 class DetectionTask(Task):
-    """Faster R-CNN FPN training; ``config`` is a :class:`DetectionConfig`."""
+    """Faster R-CNN FPN training, or Mask R-CNN FPN's (``mask_rcnn_fpn_*``: masked records, a fifth loss);
+    ``config`` is a :class:`DetectionConfig`."""
 
     scores = DETECTION_SCORES
     fixed_on_resume = FIXED_ON_RESUME
@@ -145,6 +186,8 @@ class DetectionTask(Task):
         config.val_short = config.val_short or max(config.short)
         config.val_max_size = config.val_max_size or config.max_size
         self.config = config
+        self.masks = is_mask_model(config.model)
+        self.loss_names = LOSS_NAMES + ((MASK_LOSS_NAME,) if self.masks else ())
 
     def prepare(self, run, dist, ctx):
         self.class_names = _class_names(self.config, run.rec_train)
@@ -153,6 +196,8 @@ class DetectionTask(Task):
             if rec:  # framing, .idx, header damage and class ids outside the names stop every rank here, by name
                 preflight(rec, idx, None)
                 check_class_ids(rec, idx, self.class_names, flag)
+        if self.masks:  # records packed without --masks: stop here, naming the file and the flag
+            check_instance_masks(run.rec_train, run.rec_train_idx, "--rec-train", self.config.model)
 
     def build_model(self, run, dist, ctx):
         net = build_detector(self.config, self.class_names, run.batch_size, ctx)
@@ -164,9 +209,10 @@ class DetectionTask(Task):
 
     def build_data(self, run, dist):
         c = self.config
-        self.losses = _Losses()
+        self.losses = _Losses(self.masks)
         self.data = DetectionTrainLoader(run.rec_train, self.net, run.rec_train_idx, run.batch_size, c.short,
-                                         c.max_size, dist.rank, dist.world, run.seed, run.num_workers, c.flip_p)
+                                         c.max_size, dist.rank, dist.world, run.seed, run.num_workers, c.flip_p,
+                                         masks=self.masks)
         return self.data
 
     def describe(self, run, dist, steps):
@@ -209,7 +255,7 @@ class DetectionTask(Task):
         with autograd.record():
             total, parts, (hits, rois) = self.losses(net, *batch)
         total.backward()
-        return StepResult(total, batch[0].shape[0], means=dict(zip(LOSS_NAMES, parts)),
+        return StepResult(total, batch[0].shape[0], means=dict(zip(self.loss_names, parts)),
                           counts={"hits": hits, "rois": rois})
 
     def summarize(self, sums, steps):

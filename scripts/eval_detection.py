@@ -1,4 +1,5 @@
-"""Detection accuracy of a trained detector on a detection .rec: VOC07 11-point mAP, VOC mAP and COCO mAP@[.5:.95].
+"""Detection accuracy of a trained detector on a detection .rec: VOC07 11-point mAP, VOC mAP and COCO mAP@[.5:.95]
+(and Mask R-CNN's COCO mask AP on records packed with --masks).
 
     python scripts/eval_detection.py --rec-val data/voc07_test.rec --params runs/det/det.params
     horovodrun --gloo -np 2 -H localhost:2 python scripts/eval_detection.py --rec-val data/test.rec --params d.params
@@ -8,8 +9,10 @@ The model, its classes and its evaluation transform come with ``--params`` (its 
 ``recordio_tools pack-detection`` writes (their ``.idx`` beside them, or ``--rec-val-idx``); when its
 ``PREFIX_classes.txt`` is beside the .rec it must name the model's classes in the model's order. Every image is
 evaluated once, alone, at the transform's size, its boxes scaled back to its own pixels (GluonCV's validation);
-``--metrics`` chooses among ``voc07`` (11-point, IoU 0.5), ``voc`` (area under the curve) and ``coco`` (pycocotools;
-difficult objects as crowds), all three by default: see :mod:`resnest_gluon.dense.detection_eval`.
+``--metrics`` chooses among ``voc07`` (11-point, IoU 0.5), ``voc`` (area under the curve), ``coco`` (pycocotools;
+difficult objects as crowds) and ``mask`` (COCO's mask AP of a ``mask_rcnn_fpn_*`` model, when the records carry
+instance masks: ``pack-detection --masks``; each detection's mask pasted at the image's size as GluonCV's ``fill``),
+all by default: see :mod:`resnest_gluon.dense.detection_eval`.
 
 Prints one line per metric, the precision and recall of the detections scoring >= ``--score-thresh`` (0.5, the
 threshold detect.py draws at, by default), and a table of the classes (objects that count, VOC07 AP, COCO AP; a
@@ -32,8 +35,8 @@ import sys
 from resnest_gluon.atomic import write_json
 from resnest_gluon.dense.cli import (add_dense_model_arguments, add_device_arguments, add_output_arguments,
                                      device_context, load_runner)
-from resnest_gluon.dense.detection_data import DetectionRecordDataset
-from resnest_gluon.dense.detection_eval import METRICS, evaluate_detection
+from resnest_gluon.dense.detection_data import evaluation_dataset
+from resnest_gluon.dense.detection_eval import METRICS, evaluate_detection, has_masks
 from resnest_gluon.dense.inference import Detector
 from resnest_gluon.distributed import Distributed
 from resnest_gluon.exits import ArgumentParser, run_script
@@ -85,12 +88,18 @@ def evaluate(args, dist):
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
     ctx = device_context(args, dist)
     detector = load_runner(Detector, args, ctx=ctx)
-    dataset = DetectionRecordDataset(args.rec_val, args.rec_val_idx)
+    masks = "mask" in metrics and has_masks(detector.net)
+    dataset = evaluation_dataset(args.rec_val, args.rec_val_idx, masks=masks)
     check_class_names(args.rec_val, detector.names, detector.info.class_names)
     evaluation = evaluate_detection(detector.net, dataset, ctx, dist, detector.config, detector.names, metrics,
                                     progress=dist.rank == 0, num_workers=args.num_workers,
                                     score_thresh=args.score_thresh)
+    note = None
+    if masks and evaluation.result.mask_map is None:
+        note = (f"no mask AP: the records of {args.rec_val} carry no instance masks (pack them with "
+                f"python -m recordio_tools pack-detection ... --masks)")
     return {"model": detector.info.model, "params": args.params, "rec": args.rec_val, "idx": dataset.idx_path,
+            "mask_note": note,
             "data_config": detector.config.to_dict(), "class_names": detector.names, "world_size": dist.world,
             **evaluation.result.to_dict(), "images_per_sec": evaluation.images_per_sec,
             "skipped_records": [{"index": int(i), "message": m} for i, m in evaluation.skipped]}
@@ -115,12 +124,19 @@ def print_summary(summary):
         print(f"COCO mAP@[.5:.95]: {_number(summary['coco_map'])}  (AP50 {_number(summary['coco_map50'])}, "
               f"AP75 {_number(summary['coco_map75'])}, small {_number(summary['coco_map_small'])}, "
               f"medium {_number(summary['coco_map_medium'])}, large {_number(summary['coco_map_large'])})")
+    if summary.get("mask_map") is not None:
+        print(f"COCO mask AP@[.5:.95]: {_number(summary['mask_map'])}  (AP50 {_number(summary['mask_map50'])}, "
+              f"AP75 {_number(summary['mask_map75'])}, small {_number(summary['mask_map_small'])}, "
+              f"medium {_number(summary['mask_map_medium'])}, large {_number(summary['mask_map_large'])})")
+    elif summary.get("mask_note"):
+        print(summary["mask_note"])
     width = max(len("class"), *(len(c["class"]) for c in summary["per_class"]))
-    print(f"{'class':<{width}}  {'#gt':>6}  {'VOC07 AP':>8}  {'COCO AP':>8}")
+    masks = summary.get("mask_map") is not None
+    print(f"{'class':<{width}}  {'#gt':>6}  {'VOC07 AP':>8}  {'COCO AP':>8}" + (f"  {'mask AP':>8}" if masks else ""))
     for c in summary["per_class"]:
         note = "  (no ground truth: left out of the means)" if c["num_gt"] == 0 else ""
         print(f"{c['class']:<{width}}  {c['num_gt']:>6}  {_number(c['voc07_ap']):>8}  {_number(c['coco_ap']):>8}"
-              f"{note}")
+              + (f"  {_number(c['mask_ap']):>8}" if masks else "") + note)
     if summary["skipped_records"]:
         print(f"skipped {len(summary['skipped_records'])} damaged records (left out):")
         for s in summary["skipped_records"]:

@@ -85,7 +85,7 @@ def test_two_ranks_train_mask_rcnn_and_the_checkpoint_is_all_a_detector_needs(sc
     [epoch] = events(out, "epoch")
     assert all(np.isfinite(epoch[k]) for k in LOSSES) and epoch["rcnn_mask"] > 0
     assert epoch["loss"] == pytest.approx(sum(epoch[k] for k in LOSSES[1:]), rel=1e-3)
-    assert 0 <= epoch["val_voc07_map"] <= 1
+    assert 0 <= epoch["val_voc07_map"] <= 1 and 0 <= epoch["val_mask_map"] <= 1  # mask AP on the masked records
 
     from resnest_gluon.dense.inference import Detector
 

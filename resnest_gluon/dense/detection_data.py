@@ -17,7 +17,7 @@ from ..data.records import (IR_HEADER, CorruptRecordError, RecordImageDataset, d
 from ..data.batches import ShardedBatches
 
 __all__ = ["DetectionRecordDataset", "DetectionTrainLoader", "MaskedTrainTransform", "header_objects",
-           "check_class_ids", "check_instance_masks", "records_without_masks", "objects_in_pixels"]
+           "check_class_ids", "check_instance_masks", "records_without_masks", "evaluation_dataset", "objects_in_pixels"]
 
 
 class DetectionRecordDataset(RecordImageDataset):
@@ -75,6 +75,15 @@ def records_without_masks(rec_path, idx_path=None):
             if frame and len(frame[3]) >= IR_HEADER.size and IR_HEADER.unpack_from(frame[3])[3] == 0:
                 found.append(index)
     return found
+
+
+def evaluation_dataset(rec_path, idx_path=None, masks=False):
+    """The records of a detection .rec to evaluate on: with their instance masks
+    (:class:`~resnest_gluon.data.detection_masks.MaskedDetectionRecordDataset`, for Mask R-CNN's mask AP) when
+    ``masks`` and every record carries masks, else :class:`DetectionRecordDataset` (boxes only)."""
+    if masks and not records_without_masks(rec_path, idx_path):
+        return MaskedDetectionRecordDataset(rec_path, idx_path)
+    return DetectionRecordDataset(rec_path, idx_path)
 
 
 def check_instance_masks(rec_path, idx_path=None, flag="--rec-train", model="mask_rcnn_fpn"):

@@ -19,6 +19,14 @@ does). Boxes go to COCO as x, y, x2 - x1 + 1, y2 - y1 + 1, GluonCV's conversion.
 
 A class without ground truth (no object, or difficult ones only) has no AP: NaN (None in JSON), left out of every
 mean, as GluonCV and COCO do; :attr:`DetectionResult.classes_without_gt` names them so a reader sees why.
+
+Mask R-CNN's masks (metric ``"mask"``): COCO's mask AP, pycocotools' ``COCOeval`` with ``iouType="segm"`` on the same
+images, objects and detections as the box AP (difficult objects as crowds, areas the masks' pixel counts), when the
+detections carry masks and the records instance masks (``pack-detection --masks``,
+:class:`~resnest_gluon.data.detection_masks.MaskedDetectionRecordDataset`). Each detection's 28x28 mask is pasted
+into its box at the image's own size and thresholded at 0.5 by GluonCV's ``fill`` (as its ``train_mask_rcnn.py``
+validates and :class:`~.inference.Detector` draws), then run-length encoded. Only the best 100 detections of each
+class in each image get a mask: COCOeval counts no others (``maxDets``), so the numbers are the same.
 """
 import contextlib
 import io
@@ -38,10 +46,13 @@ from ..distributed import Distributed
 from ..evaluation import LabelError
 from .inference import class_names_of, prepare, run_detector
 
-__all__ = ["METRICS", "DetectionMetrics", "DetectionResult", "DetectionEvaluation", "evaluate_detection"]
+__all__ = ["METRICS", "DetectionMetrics", "DetectionResult", "DetectionEvaluation", "evaluate_detection",
+           "has_masks", "paste_masks", "encode_masks", "best_per_class"]
 
-METRICS = ("voc07", "voc", "coco")
+METRICS = ("voc07", "voc", "coco", "mask")
 _COCO_STATS = ("coco_map", "coco_map50", "coco_map75", "coco_map_small", "coco_map_medium", "coco_map_large")
+_MASK_STATS = ("mask_map", "mask_map50", "mask_map75", "mask_map_small", "mask_map_medium", "mask_map_large")
+COCO_MAX_DETS = 100  # COCOeval's maxDets: the detections of a class in an image that count
 _log = logging.getLogger(__name__)
 
 
@@ -79,6 +90,13 @@ class DetectionResult:
     coco_map_small: float = None
     coco_map_medium: float = None
     coco_map_large: float = None
+    mask_ap: list = None  # COCO mask AP@[.5:.95] per class (Mask R-CNN on records with masks)
+    mask_map: float = None
+    mask_map50: float = None
+    mask_map75: float = None
+    mask_map_small: float = None
+    mask_map_medium: float = None
+    mask_map_large: float = None
     score_thresh: float = 0.5  # the operating point of the next two (detect.py's default threshold)
     precision_at_thresh: float = None  # VOC's verdicts on the detections scoring >= score_thresh, all classes
     recall_at_thresh: float = None
@@ -93,13 +111,14 @@ class DetectionResult:
         per_class = []
         for k, name in enumerate(self.class_names):
             entry = {"class": name, "num_gt": int(self.num_gt[k]), "num_difficult": int(self.num_difficult[k])}
-            for key in ("voc07_ap", "voc_ap", "coco_ap"):
+            for key in ("voc07_ap", "voc_ap", "coco_ap", "mask_ap"):
                 values = getattr(self, key)
                 entry[key] = None if values is None else _nan_to_none(float(values[k]))
             per_class.append(entry)
         return {"images": self.images, "detections": self.detections, "iou_thresh": self.iou_thresh,
                 "metrics": list(self.metrics),
-                **{key: _nan_to_none(getattr(self, key)) for key in ("voc07_map", "voc_map", *_COCO_STATS)},
+                **{key: _nan_to_none(getattr(self, key)) for key in ("voc07_map", "voc_map", *_COCO_STATS,
+                                                                     *_MASK_STATS)},
                 "score_thresh": self.score_thresh,
                 **{key: _nan_to_none(getattr(self, key)) for key in ("precision_at_thresh", "recall_at_thresh")},
                 "classes_without_gt": self.classes_without_gt, "per_class": per_class}
@@ -119,11 +138,12 @@ def _cocoeval():
 class _Image:
     """One image's detections and ground truth, as :meth:`DetectionMetrics.update` keeps them."""
 
-    __slots__ = ("boxes", "ids", "scores", "gt_boxes", "gt_ids", "gt_difficult")
+    __slots__ = ("boxes", "ids", "scores", "gt_boxes", "gt_ids", "gt_difficult", "masks", "gt_masks", "size")
 
-    def __init__(self, boxes, ids, scores, gt_boxes, gt_ids, gt_difficult):
+    def __init__(self, boxes, ids, scores, gt_boxes, gt_ids, gt_difficult, masks=None, gt_masks=None, size=None):
         self.boxes, self.ids, self.scores = boxes, ids, scores
         self.gt_boxes, self.gt_ids, self.gt_difficult = gt_boxes, gt_ids, gt_difficult
+        self.masks, self.gt_masks, self.size = masks, gt_masks, size
 
 
 class DetectionMetrics:
@@ -134,6 +154,8 @@ class DetectionMetrics:
     threshold detect.py draws at), from the same VOC verdicts, over all classes. Feed images in a fixed order (a
     dataset's): equal scores of different images are ranked by it, so the same order gives the same numbers. A
     class without ground truth gets an AP of NaN and is left out of the means (see the module's notes).
+    ``"mask"``: COCO's mask AP, computed when every image came with masks (``update(..., masks=, gt_masks=)``),
+    else left None.
     """
 
     def __init__(self, class_names, iou_thresh=0.5, metrics=METRICS, score_thresh=0.5):
@@ -148,14 +170,18 @@ class DetectionMetrics:
         self.metrics = tuple(m for m in METRICS if m in metrics)
         self.iou_thresh = float(iou_thresh)
         self.score_thresh = float(score_thresh)
-        if "coco" in self.metrics:
+        if "coco" in self.metrics or "mask" in self.metrics:
             _cocoeval()
         self.images = []
 
-    def update(self, boxes, ids, scores, gt_boxes, gt_ids, gt_difficult=None):
+    def update(self, boxes, ids, scores, gt_boxes, gt_ids, gt_difficult=None, masks=None, gt_masks=None):
         """Adds one image: its detections (``(N, 4)`` x1, y1, x2, y2 in the image's pixels, class ids, scores;
         rows with id < 0 are padding and ignored) and its ground truth (``(M, 4)`` boxes, class ids (< 0 ignored),
-        difficult flags, default none). Arrays or NDArrays; a class id beyond the classes is a ValueError."""
+        difficult flags, default none). Arrays or NDArrays; a class id beyond the classes is a ValueError.
+
+        For the mask AP: ``masks``, one per detection row, each an ``(H, W)`` binary array at the image's size, its
+        COCO RLE (:func:`encode_masks`), or None for a detection COCO would not count (beyond the best 100 of its
+        class); ``gt_masks``, one per ground-truth row, arrays or RLEs of the same size."""
         ids, gt_ids = _flat(ids), _flat(gt_ids)
         keep, gt_keep = ids >= 0, gt_ids >= 0
         for what, values in (("detection", ids[keep]), ("ground truth", gt_ids[gt_keep])):
@@ -164,9 +190,23 @@ class DetectionMetrics:
                 raise ValueError(f"image {len(self.images)}: {what} class id {bad[0]:g} is not one of the "
                                  f"{len(self.class_names)} classes")
         difficult = np.zeros(len(gt_ids), bool) if gt_difficult is None else _flat(gt_difficult) != 0
+        size = None
+        if masks is not None or gt_masks is not None:
+            if masks is None or gt_masks is None or len(masks) != len(ids) or len(gt_masks) != len(gt_ids):
+                raise ValueError(f"image {len(self.images)}: give one mask per detection ({len(ids)}) and per "
+                                 f"ground-truth object ({len(gt_ids)}), got "
+                                 f"{None if masks is None else len(masks)} and "
+                                 f"{None if gt_masks is None else len(gt_masks)}")
+            masks, gt_masks = [_rle(m) for m in masks], [_rle(m) for m in gt_masks]
+            sizes = {tuple(m["size"]) for m in masks + gt_masks if m is not None}
+            if len(sizes) > 1:
+                raise ValueError(f"image {len(self.images)}: masks of different sizes {sorted(sizes)}")
+            size = sizes.pop() if sizes else (0, 0)
+            masks = [m for m, k in zip(masks, keep) if k]
+            gt_masks = [m for m, k in zip(gt_masks, gt_keep) if k]
         self.images.append(_Image(_boxes(boxes)[keep], ids[keep].astype(np.int64),
                                   _flat(scores).astype(np.float32)[keep], _boxes(gt_boxes)[gt_keep],
-                                  gt_ids[gt_keep].astype(np.int64), difficult[gt_keep]))
+                                  gt_ids[gt_keep].astype(np.int64), difficult[gt_keep], masks, gt_masks, size))
 
     def result(self):
         """The :class:`DetectionResult` of the images so far."""
@@ -195,7 +235,16 @@ class DetectionMetrics:
             result.coco_ap, stats = self._coco()
             for key, value in zip(_COCO_STATS, stats):
                 setattr(result, key, value)
+        if "mask" in self.metrics and self.has_masks:
+            result.mask_ap, stats = self._coco("segm")
+            for key, value in zip(_MASK_STATS, stats):
+                setattr(result, key, value)
         return result
+
+    @property
+    def has_masks(self):
+        """True when every image so far came with masks (the mask AP can be computed)."""
+        return bool(self.images) and all(image.gt_masks is not None for image in self.images)
 
     def _voc_matches(self):
         """Per class: the scores of its detections and what each is (1 true positive, 0 false positive, -1 on a
@@ -212,28 +261,42 @@ class DetectionMetrics:
                                          self.iou_thresh))
         return scores, matches
 
-    def _coco(self):
-        """``(per-class AP@[.5:.95], the six summary numbers)`` from pycocotools' COCOeval."""
+    def _coco(self, iou_type="bbox"):
+        """``(per-class AP@[.5:.95], the six summary numbers)`` from pycocotools' COCOeval, of the boxes
+        (``iou_type="bbox"``) or the masks (``"segm"``: the same objects and detections, with their masks; areas the
+        masks' pixel counts; detections without a mask left out: COCO would not count them)."""
         num_classes = len(self.class_names)
         if not self.images:
             return [float("nan")] * num_classes, [float("nan")] * len(_COCO_STATS)
         COCO, COCOeval = _cocoeval()
+        segm = iou_type == "segm"
+        if segm:
+            from pycocotools import mask as mask_utils
         gt, dt = [], []
         for n, image in enumerate(self.images, 1):
-            for box, c, difficult in zip(image.gt_boxes, image.gt_ids, image.gt_difficult):
-                gt.append({**_coco_box(box), "id": len(gt) + 1, "image_id": n, "category_id": int(c),
-                           "iscrowd": int(difficult)})
-            for box, c, score in zip(image.boxes, image.ids, image.scores):
-                dt.append({**_coco_box(box), "id": len(dt) + 1, "image_id": n, "category_id": int(c),
-                           "score": float(score), "iscrowd": 0})
-        images = [{"id": n} for n in range(1, len(self.images) + 1)]
+            for k, (box, c, difficult) in enumerate(zip(image.gt_boxes, image.gt_ids, image.gt_difficult)):
+                entry = {**_coco_box(box), "id": len(gt) + 1, "image_id": n, "category_id": int(c),
+                         "iscrowd": int(difficult)}
+                if segm:
+                    entry.update(segmentation=image.gt_masks[k], area=float(mask_utils.area(image.gt_masks[k])))
+                gt.append(entry)
+            for k, (box, c, score) in enumerate(zip(image.boxes, image.ids, image.scores)):
+                entry = {**_coco_box(box), "id": len(dt) + 1, "image_id": n, "category_id": int(c),
+                         "score": float(score), "iscrowd": 0}
+                if segm:
+                    if image.masks[k] is None:
+                        continue
+                    entry.update(segmentation=image.masks[k], area=float(mask_utils.area(image.masks[k])))
+                dt.append(entry)
+        images = [{"id": n, **({"height": int(image.size[0]), "width": int(image.size[1])} if segm else {})}
+                  for n, image in enumerate(self.images, 1)]
         categories = [{"id": k, "name": name} for k, name in enumerate(self.class_names)]
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             truth, found = COCO(), COCO()
             for coco, annotations in ((truth, gt), (found, dt)):
                 coco.dataset = {"images": images, "categories": categories, "annotations": annotations}
                 coco.createIndex()
-            evaluator = COCOeval(truth, found, "bbox")
+            evaluator = COCOeval(truth, found, iou_type)
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
@@ -244,6 +307,62 @@ class DetectionMetrics:
             values = precision[:, :, k, 0, -1]  # all areas, maxDets 100
             per_class.append(float(values[values > -1].mean()) if (values > -1).any() else float("nan"))
         return per_class, stats
+
+
+def _rle(mask):
+    """A COCO RLE of one binary ``(H, W)`` mask (an RLE or None passes through)."""
+    if mask is None or isinstance(mask, dict):
+        return mask
+    return encode_masks(np.asarray(mask)[None])[0]
+
+
+def encode_masks(masks):
+    """COCO RLEs (pycocotools' compressed ``{"size": [H, W], "counts": bytes}``) of ``(N, H, W)`` binary masks."""
+    from pycocotools import mask as mask_utils
+
+    masks = np.asfortranarray(np.asarray(masks, np.uint8).transpose(1, 2, 0) != 0, np.uint8)
+    return mask_utils.encode(masks) if masks.shape[2] else []
+
+
+def paste_masks(masks, boxes, size, chunk=64):
+    """``(N, H, W)`` uint8 0/1 masks of Mask R-CNN's per-box mask probabilities ``masks`` ((N, 28, 28)) pasted into
+    their ``boxes`` (x1, y1, x2, y2 in the image's pixels) on an image of ``size`` = (height, width), thresholded at
+    0.5: GluonCV's ``fill`` (``chunk`` masks at a time)."""
+    from gluoncv.data.transforms.mask import fill
+
+    height, width = size
+    masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(masks):
+        return np.zeros((0, height, width), np.uint8)
+    return np.concatenate([fill(masks[i: i + chunk], boxes[i: i + chunk], (width, height))
+                           for i in range(0, len(masks), chunk)])
+
+
+def best_per_class(ids, scores, k=COCO_MAX_DETS):
+    """Indices of the ``k`` best-scoring detections of each class (those COCOeval counts), in index order."""
+    ids, scores = np.asarray(ids).reshape(-1), np.asarray(scores).reshape(-1)
+    keep = []
+    for c in np.unique(ids[ids >= 0]):
+        mine = np.flatnonzero(ids == c)
+        keep.extend(mine[np.argsort(-scores[mine], kind="stable")[:k]])
+    return np.sort(np.asarray(keep, np.int64))
+
+
+def mask_rles(masks, boxes, ids, scores, size):
+    """One entry per detection: the RLE of its mask pasted at the image's ``size`` (:func:`paste_masks`) for the
+    best :data:`COCO_MAX_DETS` of each class, None for the others."""
+    out = [None] * len(ids)
+    chosen = best_per_class(ids, scores)
+    for start in range(0, len(chosen), 64):  # pasted and encoded a chunk at a time: full-size masks are large
+        part = chosen[start: start + 64]
+        for i, rle in zip(part, encode_masks(paste_masks(masks[part], boxes[part], size))):
+            out[i] = rle
+    return out
+
+
+def has_masks(net):
+    """True for a detector with a mask head (GluonCV's ``MaskRCNN``: ``mask_rcnn_fpn_*``)."""
+    return hasattr(net, "mask") and hasattr(net, "mask_target")
 
 
 def _flat(values):
@@ -338,22 +457,24 @@ class DetectionEvaluation:
 
 class _Prepared(mx.gluon.data.Dataset):
     """Record ``i`` ready for the network, computed in DataLoader workers: ``(i, chw, scale, (height, width),
-    objects, None)``, or ``(i, None, None, None, None, message)`` for a damaged record."""
+    objects, None, gt mask RLEs or None)``, or ``(i, None, None, None, None, message, None)`` for a damaged record.
+    The RLEs when the dataset gives masks (a third field) and ``masks``."""
 
-    def __init__(self, dataset, config):
-        self.dataset, self.config = dataset, config
+    def __init__(self, dataset, config, masks=False):
+        self.dataset, self.config, self.masks = dataset, config, masks
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, i):
         try:
-            img, objects = self.dataset[i]
+            img, objects, *gt_masks = self.dataset[i]
         except CorruptRecordError as err:
-            return i, None, None, None, None, str(err)
+            return i, None, None, None, None, str(err), None
         img = load_image(img)
         x, scale = prepare(img, self.config)
-        return i, x, scale, img.shape[:2], np.asarray(objects, np.float32).reshape(-1, 6), None
+        rles = encode_masks(gt_masks[0]) if self.masks and gt_masks else None
+        return i, x, scale, img.shape[:2], np.asarray(objects, np.float32).reshape(-1, 6), None, rles
 
 
 def _first(items):
@@ -371,7 +492,8 @@ def _label_problem(objects, num_classes, dataset, index):
 
 
 def _run_shard(net, prepared, shard, ctx, num_classes, progress, num_workers):
-    """Runs ``net`` on the records ``shard`` of ``prepared``: ``(entries [(index, boxes, ids, scores, objects)],
+    """Runs ``net`` on the records ``shard`` of ``prepared``: ``(entries [(index, boxes, ids, scores, objects,
+    detection mask RLEs, ground-truth mask RLEs)] (the RLEs None without masks),
     skipped [(index, message)], the first label problem or None, (images timed, seconds))``. Stops at a label
     problem (the caller still gathers)."""
     loader = None
@@ -381,8 +503,8 @@ def _run_shard(net, prepared, shard, ctx, num_classes, progress, num_workers):
     entries, skipped, problem, times = [], [], None, [time.time()]
     bar = tqdm(total=len(shard), desc="evaluating", unit="img", leave=False, disable=not progress)
     try:
-        for index, x, scale, size, objects, damage in (loader if loader is not None else map(prepared.__getitem__,
-                                                                                             shard)):
+        for index, x, scale, size, objects, damage, gt_rles in (
+                loader if loader is not None else map(prepared.__getitem__, shard)):
             bar.update(1)
             if damage:
                 skipped.append((index, damage))
@@ -390,8 +512,9 @@ def _run_shard(net, prepared, shard, ctx, num_classes, progress, num_workers):
             problem = _label_problem(objects, num_classes, prepared.dataset, index)
             if problem:
                 break
-            ids, scores, boxes, _ = run_detector(net, mx.nd.array(x[None], ctx=ctx), scale, size)
-            entries.append((index, boxes, ids, scores, objects))
+            ids, scores, boxes, masks = run_detector(net, mx.nd.array(x[None], ctx=ctx), scale, size)
+            rles = mask_rles(masks, boxes, ids, scores, size) if gt_rles is not None and masks is not None else None
+            entries.append((index, boxes, ids, scores, objects, rles, gt_rles if rles is not None else None))
             times.append(time.time())
     finally:
         bar.close()
@@ -406,6 +529,9 @@ def evaluate_detection(net, dataset, ctx=mx.cpu(), dist=None, data_config=None, 
                        iou_thresh=0.5, progress=True, num_workers=0, score_thresh=0.5):
     """Evaluates the detector ``net`` on ``dataset`` (a :class:`~.detection_data.DetectionRecordDataset` or any
     dataset of ``(RGB image, (N, 6) x1, y1, x2, y2, class, difficult in pixels)``); a :class:`DetectionEvaluation`.
+    With a Mask R-CNN (:func:`has_masks`) on a dataset that also gives each image's ``(N, H, W)`` instance masks
+    (:class:`~resnest_gluon.data.detection_masks.MaskedDetectionRecordDataset`) and ``"mask"`` among ``metrics``,
+    the result has COCO's mask AP too (see the module).
 
     Each image is resized with the network's evaluation transform (``data_config``, default ``net.data_config``;
     GluonCV's ``FasterRCNNDefaultValTransform``) and run alone (:func:`~.inference.run_detector`: boxes clipped and
@@ -427,7 +553,8 @@ def evaluate_detection(net, dataset, ctx=mx.cpu(), dist=None, data_config=None, 
     shard = list(range(dist.rank, len(dataset), dist.world))
     failure = message = None
     try:
-        entries, skipped, problem, timed = _run_shard(net, _Prepared(dataset, config), shard, ctx, len(names),
+        prepared = _Prepared(dataset, config, "mask" in scorer.metrics and has_masks(net))
+        entries, skipped, problem, timed = _run_shard(net, prepared, shard, ctx, len(names),
                                                       progress and dist.rank == 0, num_workers)
     except Exception as err:  # this rank failed: it still joins the gathering, so that no rank waits for it
         if dist.world == 1:
@@ -443,8 +570,9 @@ def evaluate_detection(net, dataset, ctx=mx.cpu(), dist=None, data_config=None, 
     problems = [p[2] for p in parts if p[2]]
     if problems:
         raise LabelError(problems[0])
-    for index, boxes, ids, scores, objects in sorted((e for p in parts for e in p[0]), key=lambda e: e[0]):
-        scorer.update(boxes, ids, scores, objects[:, :4], objects[:, 4], objects[:, 5])
+    for index, boxes, ids, scores, objects, rles, gt_rles in sorted((e for p in parts for e in p[0]),
+                                                                    key=lambda e: e[0]):
+        scorer.update(boxes, ids, scores, objects[:, :4], objects[:, 4], objects[:, 5], rles, gt_rles)
     rate = sum(n / seconds for n, seconds in (p[3] for p in parts) if n and seconds > 0)
     if dist.rank == 0:
         _log.info("evaluated %d images in %d ranks: %.2f images/s", len(scorer.images), dist.world, rate)

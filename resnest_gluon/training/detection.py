@@ -20,8 +20,7 @@ from mxnet import autograd, gluon
 from ..config import DenseDataConfig
 from ..data.preflight import preflight
 from ..dense import dense_task, get_dense_model
-from ..dense.detection_data import (DetectionRecordDataset, DetectionTrainLoader, check_class_ids,
-                                    check_instance_masks)
+from ..dense.detection_data import DetectionTrainLoader, check_class_ids, check_instance_masks, evaluation_dataset
 from ..dense.detection_eval import evaluate_detection
 from ..trained import info_of, load_class_names
 from .classification import classes_file_beside
@@ -263,15 +262,15 @@ class DetectionTask(Task):
 
     def validate(self, net, run, dist, ctx):
         """Validation mAP over all ranks (the same numbers on each), as ``scripts/eval_detection.py`` reports it."""
-        dataset = DetectionRecordDataset(run.rec_val, run.rec_val_idx)
+        dataset = evaluation_dataset(run.rec_val, run.rec_val_idx, masks=self.masks)  # mask AP on masked records
         net.hybridize(static_alloc=True)  # a fresh graph for inference's one input (training's takes three)
         try:
             found = evaluate_detection(net, dataset, ctx=ctx, dist=dist, progress=dist.is_root)
         finally:
             net.hybridize(static_alloc=True)  # and for training again
         result = found.result.to_dict()
-        scores = {f"val_{k}": result[k] for k in ("voc07_map", "voc_map", "coco_map", "coco_map50")
-                  if result.get(k) is not None}
+        scores = {f"val_{k}": result[k] for k in ("voc07_map", "voc_map", "coco_map", "coco_map50", "mask_map",
+                                                  "mask_map50") if result.get(k) is not None}
         scores["val_images"] = result["images"]
         if found.skipped and dist.is_root:
             print(f"validation skipped {len(found.skipped)} damaged record(s): {found.skipped[0][1]}", flush=True)

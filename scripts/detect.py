@@ -5,9 +5,13 @@
 The model, its classes and its evaluation transform come with ``--params`` (its ``.json``). For each image,
 ``OUT/<name>.png`` shows the boxes (and masks) with class and score; ``OUT/detections.json`` (or ``--json``) holds
 ``{"model", "params", "data_config", "class_names", "threshold", "results": [{"image", "width", "height",
-"drawing", "objects": [{"label", "class", "score", "box": [x1, y1, x2, y2], ("mask_png", "mask_pixels")}]}],
-"skipped": [{"image", "reason"}]}`` with boxes in the image's pixels. Mask R-CNN's masks are also written as
-``OUT/<name>_masks.png``, a palette image whose pixel value k + 1 marks object k (0: none).
+"drawing", "objects": [{"label", "class", "score", "box": [x1, y1, x2, y2], ("mask_rle", "mask_png",
+"mask_pixels")}]}], "skipped": [{"image", "reason"}]}`` with boxes in the image's pixels. A Mask R-CNN's masks are
+drawn filled and translucent in the class's colour under the boxes; each object's whole mask is in the JSON as
+``mask_rle``, COCO's compressed run-length encoding ``{"size": [height, width], "counts": "..."}`` (pycocotools:
+``mask.decode({"size": s, "counts": c.encode()})`` gives the (H, W) mask back, overlaps included), and the masks are
+also written as ``OUT/<name>_masks.png``, a palette image whose pixel value k + 1 marks object k (0: none; where
+masks overlap the better object's).
 A missing or undecodable image is reported and skipped (exit status 3); a wrong weights file or flag stops with 2 and
 one line ``error: ...`` naming it (:mod:`resnest_gluon.exits`).
 """
@@ -16,6 +20,7 @@ import sys
 import numpy as np
 
 from resnest_gluon.dense.cli import add_dense_arguments, load_runner, run_images, save_png
+from resnest_gluon.dense.detection_eval import encode_masks
 from resnest_gluon.dense.drawing import class_map_image, draw_objects
 from resnest_gluon.dense.inference import Detector
 from resnest_gluon.exits import ArgumentParser, run_script
@@ -46,7 +51,8 @@ def run(argv=None):
             for k in reversed(range(len(masks))):  # the best object wins where masks overlap
                 instances[masks[k]] = k + 1
             save_png(class_map_image(np.minimum(instances, 255)), stem + "_masks.png")
-            for k, obj in enumerate(objects):
+            for k, (obj, rle) in enumerate(zip(objects, encode_masks(np.stack(masks)))):
+                obj["mask_rle"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
                 obj["mask_png"], obj["mask_pixels"] = stem + "_masks.png", int((instances == k + 1).sum())
         entry["objects"] = objects
         counts = {}

@@ -76,11 +76,19 @@ def test_scene_masks_are_the_objects_pixels_their_boxes_are_tight_around(scenes)
             assert [xs.min(), ys.min(), xs.max(), ys.max()] == box.tolist()
 
 
-@pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="needs horovodrun next to the interpreter")
-def test_two_ranks_train_mask_rcnn_and_the_checkpoint_is_all_a_detector_needs(scenes, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def two_ranks(scenes, tmp_path_factory):
+    """One step on each of 2 Horovod ranks, validated: the run's folder and its output."""
+    if not os.path.exists(HOROVODRUN):
+        pytest.skip("needs horovodrun next to the interpreter")
+    out = tmp_path_factory.mktemp("two_ranks") / "run"
     proc = run(command(scenes, out, "--epochs", "1", "--max-steps-per-epoch", "1", "--rec-val",
                        scenes["val"] + ".rec", np_=2))
+    return out, proc
+
+
+def test_two_ranks_train_mask_rcnn_and_the_checkpoint_is_all_a_detector_needs(scenes, two_ranks):
+    out, proc = two_ranks
     assert "2 worker(s) x batch 1" in proc.stdout
     [epoch] = events(out, "epoch")
     assert all(np.isfinite(epoch[k]) for k in LOSSES) and epoch["rcnn_mask"] > 0
@@ -95,6 +103,44 @@ def test_two_ranks_train_mask_rcnn_and_the_checkpoint_is_all_a_detector_needs(sc
     assert detector.net.model_info.arch["num_fcn_convs"] == 1 and detector.net.model_info.arch["mask_channels"] == 32
     found = detector.detect(np.zeros((96, 128, 3), np.uint8), threshold=0.0)
     assert found and all(o["mask"].shape == (96, 128) and o["mask"].dtype == bool for o in found)
+
+
+def test_detect_draws_the_trained_masks_and_writes_them_as_rle(scenes, two_ranks, tmp_path):
+    """detect.py --params with the checkpoint alone: each object's mask in the JSON (COCO RLE, decoded it is the
+    Detector's mask), filled translucent in the drawing (changed, not painted over), and in the instance PNG."""
+    import json
+
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    from conftest import load_script
+    from resnest_gluon.data.transforms import load_image
+    from resnest_gluon.dense.drawing import draw_objects
+    from resnest_gluon.dense.inference import Detector
+
+    out, _ = two_ranks
+    image = os.path.join(os.path.dirname(scenes["val"]), "voc", "JPEGImages", "val_000000.jpg")
+    params = str(out / "ckpt-0001.params")
+    assert load_script("detect").main([image, "--params", params, "--threshold", "0", "--out",
+                                       str(tmp_path / "drawn")]) == 0
+    (entry,) = json.loads((tmp_path / "drawn" / "detections.json").read_text())["results"]
+    expected = Detector(params).detect(image, threshold=0.0)
+    assert len(entry["objects"]) == len(expected) > 0
+    pixels = load_image(image)
+    drawn = np.asarray(Image.open(entry["drawing"]).convert("RGB"))
+    instances = np.asarray(Image.open(entry["objects"][0]["mask_png"]))
+    union = np.zeros(pixels.shape[:2], bool)
+    for k, (obj, want) in enumerate(zip(entry["objects"], expected)):
+        rle = obj["mask_rle"]
+        assert rle["size"] == [96, 96]
+        mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        np.testing.assert_array_equal(mask, want["mask"])
+        assert obj["mask_pixels"] == int((instances == k + 1).sum()) and not (instances == k + 1)[~mask].any()
+        union |= mask
+    assert union.any(), "no detection has a mask pixel: nothing to see drawn"
+    np.testing.assert_array_equal(drawn, np.asarray(draw_objects(pixels, expected)))  # masks blended at alpha 0.5
+    boxes_only = np.asarray(draw_objects(pixels, [{k: v for k, v in o.items() if k != "mask"} for o in expected]))
+    assert (drawn[union] != boxes_only[union]).any()  # the masks show (where 50 labels and boxes leave room)
 
 
 RESUME_FLAGS = ("--epochs", "2", "--max-steps-per-epoch", "3", "--seed", "4")

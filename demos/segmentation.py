@@ -37,8 +37,8 @@ SEGMENTER = f"deeplab_{BACKBONE}"
 WORLD = 2  # Horovod processes, one core each
 BUDGET_S = 600
 # the least mIoU the full demo accepts: a segmenter that learned nothing predicts background (0.14 here); one that
-# learned the shapes scores far above (the goal, 0.6, is not reached yet: docs/segmentation.md)
-MIN_MIOU = 0.25
+# learned the shapes scores far above (docs/segmentation.md has what the demo reaches)
+MIN_MIOU = 0.35
 # segment.py's pixel accuracy on the sample scenes may differ from eval_segmentation.py's over the validation set
 # by sampling alone, but not by more than this
 SAMPLE_TOLERANCE = 0.15
@@ -53,7 +53,7 @@ class Settings:
     train_scenes: int = 600
     val_scenes: int = 100
     scene_size: int = 96
-    epochs: int = 6  # 0: the recipe's (the budget allows 6 of its 10)
+    epochs: int = 7  # 0: the recipe's (the budget allows 7 of its 8)
     steps_per_epoch: int = 0  # 0: every image once per epoch
     draw_images: int = 6
     seed: int = 0

@@ -227,7 +227,8 @@ def test_the_model_follows_the_backbone_file_and_the_recipe_sets_defaults(scenes
         SegmentationTask(script.configs(script.parse_args(["--rec-train", scenes["train"] + ".rec",
                                                              "--backbone-params", __file__]))[0])
     assert (args.base_size, args.crop_size, args.recipe_overrides) == (96, 64, ("crop_size",))
-    assert args.scale == (0.75, 1.5) and args.output_stride == 8
+    assert args.scale == (0.85, 1.15) and (args.output_stride, args.decoder, args.batch_size) == (16, True, 4)
+    assert not args.head_dropout and args.class_weight_power == 0.5
 
 
 # ------------------------------------------------------------------------------------------ the parts, exactly

@@ -10,9 +10,9 @@ A segmenter is trained from an ImageNet backbone, never from scratch; here the c
 (:mod:`demos.classification`) stands in for ImageNet. Steps: check the environment and the backbone; draw Pascal VOC
 segmentation scenes (shapes over textured, cluttered backgrounds, soft edges marked 255 = not counted;
 :mod:`demos.segscenes`); pack them with ``python -m recordio_tools pack-segmentation`` and ``check`` the records;
-train DeepLabV3 with ``horovodrun --gloo -np 2`` x ``scripts/train_segmentation.py --recipe small
---backbone-params``; evaluate the checkpoint alone with ``scripts/eval_segmentation.py`` and stop if its mIoU
-differs from training's last validation (or is below what a segmenter that learned gets); segment sample validation
+train DeepLabV3+ (the small recipe's decoder) with ``horovodrun --gloo -np 2`` x
+``scripts/train_segmentation.py --recipe small --backbone-params``; evaluate the checkpoint alone with
+``scripts/eval_segmentation.py`` and stop if its mIoU differs from training's last validation (or is below what a segmenter that learned gets); segment sample validation
 scenes with ``scripts/segment.py`` and stop if their pixel accuracy against the masks contradicts the evaluation's;
 write ``report.md`` (``demos/templates/segmentation.md``) with curves and overlays. As the other demos: one line per
 command and per epoch on the terminal, every command's output in OUT/logs/.

@@ -25,8 +25,8 @@ MASK_IGNORE = 255  # the uint8 value of pixels that do not count while a mask is
 
 def open_segmentation_data(path, idx_path=None, split="train", layout=None):
     """The labelled images at ``path``: segmentation records (a ``.rec``, its ``.idx`` beside it or ``idx_path``) or
-    a Pascal VOC / ADE20K folder (its ``split``). Both have ``len``, ``load(i)``, ``labels(i)``, ``name(i)`` and ``class_names``
-    (None when the data do not name their classes)."""
+    a Pascal VOC / ADE20K folder (its ``split``). Both have ``len``, ``load(i)``, ``labels(i)``, ``name(i)`` and
+    ``class_names`` (None when the data do not name their classes)."""
     if os.path.isdir(path):
         from .segmentation_eval import SegmentationFolder
 

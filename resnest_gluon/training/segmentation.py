@@ -218,7 +218,8 @@ class SegmentationTask(Task):
     def describe(self, run, dist, steps):
         c = self.config
         return [f"{c.model}: {len(self.class_names)} classes, {len(self.train_data)} training images, base size "
-                f"{c.base_size}, crop {c.crop_size}, output stride {c.output_stride}{', decoder' if c.decoder else ''}, scale {c.scale[0]:g}-{c.scale[1]:g}, aux weight "
+                f"{c.base_size}, crop {c.crop_size}, output stride {c.output_stride}"
+                f"{', decoder' if c.decoder else ''}, scale {c.scale[0]:g}-{c.scale[1]:g}, aux weight "
                 f"{c.aux_weight if c.aux else 0:g}; evaluation at short {c.val_short} max {c.val_max_size}"]
 
     def optimizer(self, net, run, dist, steps):

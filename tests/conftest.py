@@ -119,3 +119,13 @@ def _bfloat16_supported():
 # a clear error (tests/test_deploy.py checks it) and these tests cannot run.
 needs_bfloat16 = pytest.mark.skipif(not _bfloat16_supported(),
                                     reason="this CPU has no AVX-512: MXNet 1.9.1's oneDNN has no bfloat16 convolutions")
+
+
+def run_training(cmd, fails=False, timeout=300):
+    """Runs a training command line from the repo root at one thread; asserts it failed exactly when ``fails``
+    (showing its last 50 lines, progress bars left out) and returns the finished process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "s/step" not in ln and "step/s" not in ln]
+    assert (proc.returncode != 0) == fails, "\n".join(lines[-50:])
+    return proc

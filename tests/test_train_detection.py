@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_same_run_end, events, start, wait_for_file, wait_for_step
+from conftest import run_training as run
 from recordio_tools.detection import pack_detection
 from demos.scenes import make_scenes
 
@@ -43,14 +44,6 @@ def command(scenes, save_dir, *extra, np_=None):
     launcher = [] if np_ is None else [HOROVODRUN, "--gloo", "-np", str(np_), "-H", f"localhost:{np_}"]
     return launcher + [sys.executable, SCRIPT, "--rec-train", scenes["train"] + ".rec", *FAST, "--save-dir",
                        str(save_dir), *extra]
-
-
-def run(cmd, fails=False, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "s/step" not in ln and "step/s" not in ln]
-    assert (proc.returncode != 0) == fails, "\n".join(lines[-50:])
-    return proc
 
 
 @pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="needs horovodrun next to the interpreter")

@@ -129,3 +129,18 @@ def run_training(cmd, fails=False, timeout=300):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "s/step" not in ln and "step/s" not in ln]
     assert (proc.returncode != 0) == fails, "\n".join(lines[-50:])
     return proc
+
+
+def kill_in_epoch_2_and_resume(cmd, save_dir):
+    """Starts training ``cmd`` (saving to ``save_dir``), SIGKILLs it once epoch 1's checkpoint is written (so inside
+    epoch 2), resumes it with ``--resume`` to the end and asserts it resumed from epoch 1."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    wait_for_file(os.path.join(save_dir, "ckpt-0001.json"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not os.path.exists(os.path.join(save_dir, "ckpt-0002.json"))  # killed inside epoch 2
+    run_training(cmd + ["--resume", str(save_dir)])
+    assert [r["epoch"] for r in events(save_dir, "resume")] == [1]

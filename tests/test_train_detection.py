@@ -5,7 +5,6 @@ bad arguments are refused by name."""
 import os
 import shutil
 import signal
-import subprocess
 import sys
 
 import xml.etree.ElementTree as ET
@@ -13,7 +12,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from conftest import assert_same_run_end, events, start, wait_for_file, wait_for_step
+from conftest import assert_same_run_end, events, start, wait_for_step
+from conftest import kill_in_epoch_2_and_resume
 from conftest import run_training as run
 from recordio_tools.detection import pack_detection
 from demos.scenes import make_scenes
@@ -86,14 +86,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_c
                                                                                           tmp_path):
     killed = tmp_path / "killed"
     cmd = command(scenes, killed, *RESUME_FLAGS)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    wait_for_file(killed / "ckpt-0001.json", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not os.path.exists(killed / "ckpt-0002.json")  # killed inside epoch 2
-    run(cmd + ["--resume", str(killed)])
-    assert [r["epoch"] for r in events(killed, "resume")] == [1]
+    kill_in_epoch_2_and_resume(cmd, killed)
     assert_same_run_end(uninterrupted, killed)
 
     # an absurd learning rate from there: the loss overflows, the run stops (exit 3), the checkpoint stays the latest

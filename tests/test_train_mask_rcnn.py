@@ -5,15 +5,14 @@ weights of an uninterrupted one; a record with damaged masks is replaced and nam
 refused naming the file and pack-detection's --masks. Tiny settings, as tests/test_train_detection.py's."""
 import os
 import shutil
-import signal
-import subprocess
 import sys
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import assert_same_run_end, events, wait_for_file
+from conftest import assert_same_run_end, events
+from conftest import kill_in_epoch_2_and_resume
 from conftest import run_training as run
 from demos.scenes import make_scenes
 from recordio_tools.detection import pack_detection
@@ -146,14 +145,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(scenes, tmp_path):
 
     killed = tmp_path / "killed"
     cmd = command(scenes, killed, *RESUME_FLAGS)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    wait_for_file(killed / "ckpt-0001.json", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not os.path.exists(killed / "ckpt-0002.json")  # killed inside epoch 2
-    run(cmd + ["--resume", str(killed)])
-    assert [r["epoch"] for r in events(killed, "resume")] == [1]
+    kill_in_epoch_2_and_resume(cmd, killed)
     assert_same_run_end(whole, killed)  # the mask head's weights too
     assert any(k.startswith("mask.") for k in mx.nd.load(str(killed / "ckpt-0002.params")))
 

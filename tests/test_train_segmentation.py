@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 
 import mxnet as mx
@@ -17,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_same_run_end, events, start, wait_for_file, wait_for_step
+from conftest import assert_same_run_end, events, start, wait_for_step
+from conftest import kill_in_epoch_2_and_resume
 from conftest import run_training as run
 from demos.segscenes import make_segmentation_scenes
 from recordio_tools.segmentation import pack_segmentation
@@ -105,14 +105,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one_and_a_nan_keeps_the_last_c
                                                                                           tmp_path):
     killed = tmp_path / "killed"
     cmd = command(scenes, killed, *RESUME_FLAGS)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    wait_for_file(killed / "ckpt-0001.json", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not os.path.exists(killed / "ckpt-0002.json")
-    run(cmd + ["--resume", str(killed)])
-    assert [r["epoch"] for r in events(killed, "resume")] == [1]
+    kill_in_epoch_2_and_resume(cmd, killed)
     assert_same_run_end(uninterrupted, killed)
 
     nan = run(command(scenes, killed, "--num-epochs", "4", "--max-steps-per-epoch", "3", "--resume", str(killed),
